@@ -1,0 +1,56 @@
+"""The FaceNet model: a backbone, then pooling, dropout, a 128-d bottleneck and L2 normalisation."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nets.inception_resnetv1 import InceptionResnetV1
+from nets.mobilenet import MobileNetV1
+
+BACKBONES = {"mobilenet": MobileNetV1, "inception_resnetv1": InceptionResnetV1}
+
+
+class Facenet(nn.Module):
+    """FaceNet head on a MobileNetV1 or Inception-ResNet-V1 backbone.
+
+    In ``train`` mode the forward returns (L2-normalised embedding, class logits); the classifier
+    reads the embedding before normalisation. In ``predict`` mode it returns the embedding only.
+    Parameter names match the original repository's released weights.
+    """
+
+    def __init__(self, backbone: str = "mobilenet", dropout_keep_prob: float = 0.5,
+                 embedding_size: int = 128, num_classes: int | None = None, mode: str = "train") -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unsupported backbone {backbone!r}; use one of {', '.join(BACKBONES)}")
+        if mode not in ("train", "predict"):
+            raise ValueError(f"mode must be 'train' or 'predict', not {mode!r}")
+        if mode == "train" and not num_classes:
+            raise ValueError("train mode needs num_classes for the classifier")
+        net = BACKBONES[backbone]()
+        # The released weights name the backbone `backbone.model.*`: keep that nesting.
+        self.backbone = nn.ModuleDict({"model": net})
+        self.avg = nn.AdaptiveAvgPool2d(1)
+        self.Dropout = nn.Dropout(1 - dropout_keep_prob)
+        self.Bottleneck = nn.Linear(net.out_channels, embedding_size, bias=False)
+        self.last_bn = nn.BatchNorm1d(embedding_size, eps=1e-3, momentum=0.1)
+        self.mode = mode
+        if mode == "train":
+            self.classifier = nn.Linear(embedding_size, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding before L2 normalisation, (N, embedding_size)."""
+        x = self.avg(self.backbone["model"](x)).flatten(1)
+        return self.last_bn(self.Bottleneck(self.Dropout(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embedding, whatever the mode."""
+        return F.normalize(self.features(x), p=2, dim=1)
+
+    def forward(self, x: torch.Tensor):
+        features = self.features(x)
+        embedding = F.normalize(features, p=2, dim=1)
+        if self.mode == "predict":
+            return embedding
+        return embedding, self.classifier(features)

@@ -1,0 +1,131 @@
+"""utils/checkpoint.py: every accepted checkpoint format round-trips; every bad file gets one clear line."""
+import os
+
+import pytest
+import torch
+
+from conftest import FIXTURES
+from nets.facenet import Facenet
+from utils.checkpoint import CheckpointError, load_weights, read_state_dict, save_atomic, write_text_atomic
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(1)
+    model = Facenet("mobilenet", num_classes=10, mode="train")
+    for p in model.parameters():
+        p.data.normal_()
+    return model
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sb = b.state_dict()
+    return all(torch.equal(v, sb[k]) for k, v in a.state_dict().items() if k in sb)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "model", "state_dict", "module_prefix", "wrapped_module_prefix"])
+def test_round_trip_through_every_accepted_format(tmp_path, trained, wrap):
+    sd = trained.state_dict()
+    prefixed = {f"module.{k}": v for k, v in sd.items()}
+    obj = {"plain": sd, "model": {"model": sd, "epoch": 3}, "state_dict": {"state_dict": sd},
+           "module_prefix": prefixed, "wrapped_module_prefix": {"model": prefixed}}[wrap]
+    path = str(tmp_path / "w.pth")
+    save_atomic(obj, path)
+    model = Facenet("mobilenet", mode="predict")
+    report = load_weights(model, path, purpose="predict", verbose=False)
+    assert same_weights(model, trained)
+    assert report.missing == [] and report.unexpected == ["classifier.weight", "classifier.bias"]
+
+
+def test_train_purpose_skips_classifier_of_other_class_count(tmp_path, trained):
+    path = str(tmp_path / "w.pth")
+    save_atomic(trained.state_dict(), path)
+    model = Facenet("mobilenet", num_classes=4, mode="train")
+    before = model.classifier.weight.clone()
+    report = load_weights(model, path, purpose="train", verbose=False)
+    assert len(report.mismatched) == 2 and torch.equal(model.classifier.weight, before)
+    assert any("class count" in n for n in report.notes)
+    torch.testing.assert_close(model.Bottleneck.weight, trained.Bottleneck.weight)
+
+
+def test_pytorch_port_inception_file_gives_backbone_and_reports_head(tmp_path):
+    torch.manual_seed(2)
+    source = Facenet("inception_resnetv1", mode="predict")
+    port = {k[len("backbone.model."):]: v for k, v in source.state_dict().items() if k.startswith("backbone.")}
+    port.update({"last_linear.weight": torch.zeros(512, 1792), "last_bn.weight": torch.ones(512),
+                 "last_bn.bias": torch.zeros(512), "last_bn.running_mean": torch.zeros(512),
+                 "last_bn.running_var": torch.ones(512), "last_bn.num_batches_tracked": torch.tensor(0),
+                 "logits.weight": torch.zeros(8631, 512), "logits.bias": torch.zeros(8631)})
+    reference = os.path.join(FIXTURES, "reference", "inception_resnet_v1_vggface2_keys.txt")
+    with open(reference) as handle:
+        listed = [line.split("\t")[0] for line in handle if not line.startswith("#")]
+    assert sorted(listed) == sorted(k for k in port if not k.startswith("logits."))
+    path = str(tmp_path / "vggface2.pt")
+    torch.save(port, path)
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_weights(Facenet("inception_resnetv1", mode="predict"), path, purpose="predict", verbose=False)
+    model = Facenet("inception_resnetv1", num_classes=5, mode="train")
+    report = load_weights(model, path, purpose="train", verbose=False)
+    assert any("512-d head" in n for n in report.notes)
+    assert all(not k.startswith("backbone.") for k in report.missing)
+    backbone = Facenet("inception_resnetv1", num_classes=5, mode="train")
+    load_weights(backbone, path, purpose="backbone", verbose=False)
+    assert torch.equal(backbone.backbone["model"].block8.conv2d.weight, source.backbone["model"].block8.conv2d.weight)
+
+
+def write_bytes(path, data: bytes) -> str:
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return str(path)
+
+
+def bad_files(tmp_path, trained):
+    good = str(tmp_path / "good.pth")
+    torch.save(trained.state_dict(), good)
+    with open(good, "rb") as handle:
+        data = handle.read()
+    jpeg = os.path.join(os.path.dirname(__file__), "..", "img", "1_001.jpg")
+    jpeg_bytes = open(jpeg, "rb").read() if os.path.exists(jpeg) else b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(500)
+    return {
+        "missing": str(tmp_path / "nope.pth"),
+        "truncated": write_bytes(tmp_path / "trunc.pth", data[: len(data) // 2]),
+        "jpeg": write_bytes(tmp_path / "photo.pth", jpeg_bytes),
+        "empty": write_bytes(tmp_path / "empty.pth", b""),
+        "not_tensors": (torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth"), str(tmp_path / "meta.pth"))[1],
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "jpeg", "empty", "not_tensors"])
+def test_bad_files_get_one_line_naming_the_file(tmp_path, trained, case):
+    path = bad_files(tmp_path, trained)[case]
+    with pytest.raises(CheckpointError) as info:
+        load_weights(Facenet("mobilenet", mode="predict"), path, verbose=False)
+    message = str(info.value)
+    assert path in message and "\n" not in message
+
+
+def test_weights_of_the_other_backbone_name_it(tmp_path, trained):
+    path = str(tmp_path / "mobile.pth")
+    torch.save(trained.state_dict(), path)
+    with pytest.raises(CheckpointError, match="'mobilenet'.*'inception_resnetv1'"):
+        load_weights(Facenet("inception_resnetv1", mode="predict"), path, verbose=False)
+
+
+def test_missing_backbone_entries_refused_for_inference(tmp_path, trained):
+    sd = {k: v for k, v in trained.state_dict().items() if "stage3" not in k}
+    path = str(tmp_path / "partial.pth")
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match="stage3"):
+        load_weights(Facenet("mobilenet", mode="predict"), path, verbose=False)
+    head_less = {k: v for k, v in trained.state_dict().items() if not k.startswith("last_bn")}
+    torch.save(head_less, path)
+    with pytest.raises(CheckpointError, match="last_bn"):
+        load_weights(Facenet("mobilenet", mode="predict"), path, verbose=False)
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+    save_atomic({"a": torch.ones(2)}, str(tmp_path / "sub" / "x.pth"))
+    write_text_atomic(str(tmp_path / "sub" / "x.json"), "{}")
+    assert sorted(os.listdir(tmp_path / "sub")) == ["x.json", "x.pth"]
+    state_dict, notes = read_state_dict(str(tmp_path / "sub" / "x.pth"))
+    assert torch.equal(state_dict["a"], torch.ones(2)) and notes == []

@@ -1,0 +1,67 @@
+"""nets/facenet.py: the FaceNet head on both backbones, against the released weights' key lists."""
+import os
+
+import pytest
+import torch
+
+from conftest import FIXTURES
+from nets.facenet import Facenet
+
+REFERENCE = os.path.join(FIXTURES, "reference")
+CASES = [("mobilenet", "facenet_mobilenet_keys.txt", 4_702_479),
+         ("inception_resnetv1", "facenet_inception_resnetv1_keys.txt", 24_157_903)]
+
+
+def read_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    entries = []
+    with open(os.path.join(REFERENCE, name)) as handle:
+        for line in handle:
+            if line.startswith("#"):
+                continue
+            key, shape, _ = line.rstrip("\n").split("\t")
+            entries.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
+    return entries
+
+
+@pytest.mark.parametrize("backbone, key_file, params", CASES)
+def test_state_dict_matches_released_weights(backbone, key_file, params):
+    model = Facenet(backbone, num_classes=10575, mode="train")
+    ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert ours == read_key_list(key_file)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet", "inception_resnetv1"])
+@pytest.mark.parametrize("size", [160, 112])
+def test_forward_shapes_and_unit_norm(backbone, size):
+    torch.manual_seed(0)
+    model = Facenet(backbone, num_classes=7, mode="train").eval()
+    x = torch.rand(2, 3, size, size)
+    with torch.inference_mode():
+        embedding, logits = model(x)
+        channels_last = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))[0]
+    assert embedding.shape == (2, 128) and logits.shape == (2, 7)
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(channels_last, embedding, atol=1e-4, rtol=1e-4)
+
+
+def test_predict_mode_returns_embedding_only_and_has_no_classifier():
+    model = Facenet("mobilenet", mode="predict").eval()
+    out = model(torch.rand(1, 3, 160, 160))
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 128)
+    assert not any(k.startswith("classifier") for k in model.state_dict())
+
+
+def test_classifier_reads_embedding_before_normalisation():
+    model = Facenet("mobilenet", num_classes=3, mode="train").eval()
+    x = torch.rand(2, 3, 112, 112)
+    with torch.inference_mode():
+        _, logits = model(x)
+        expected = model.classifier(model.features(x))
+    torch.testing.assert_close(logits, expected)
+
+
+@pytest.mark.parametrize("kwargs", [dict(backbone="resnet"), dict(mode="eval", num_classes=2), dict(mode="train")])
+def test_bad_arguments_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Facenet(**kwargs)
