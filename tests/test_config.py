@@ -38,8 +38,9 @@ def test_positional_arguments_are_returned():
     (["stray"], "unexpected argument"),
     (["--_private", "2"], "unknown setting"),
 ])
-def test_errors_exit_with_one_line(argv, words, capsys):
+def test_errors_exit_2_with_one_line(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         configure(block(), argv)
-    message = str(info.value.code)
-    assert words in message and "\n" not in message
+    message = capsys.readouterr().err
+    assert info.value.code == 2
+    assert words in message and message.count("\n") == 1

@@ -89,7 +89,8 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: int = 
         if len(plain) > positional:
             raise ValueError(f"unexpected argument {plain[positional]!r}; settings are given as --name value")
     except ValueError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     return plain
 
 

@@ -6,6 +6,7 @@ truncated, not an image at all) behave the same everywhere: either an RGB image 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -32,10 +33,15 @@ def open_rgb(path: str) -> Image.Image:
     if os.path.getsize(path) == 0:
         raise ImageError(f"{path}: the file is empty (0 bytes)")
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS} pixels); "
+                         "shrink it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError) as err:

@@ -1,0 +1,204 @@
+"""Inference API (facenet.Facenet) on the real sample faces, with random predict-mode weights."""
+import io
+import json
+import os
+import struct
+import zlib
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, SHARED, requires_shared
+from facenet import FALLBACK_THRESHOLD, Facenet
+from nets.facenet import Facenet as FacenetNet
+from utils.checkpoint import CheckpointError
+from utils.image import ImageError
+
+SAMPLES = [os.path.join(ROOT, "img", name) for name in ("1_001.jpg", "1_002.jpg", "2_001.jpg")]
+THRESHOLD = 0.9
+
+
+def make_weights(directory, threshold: float | None = THRESHOLD) -> str:
+    """A complete predict-mode checkpoint (random weights) and, optionally, its threshold JSON."""
+    torch.manual_seed(0)
+    path = os.path.join(directory, "facenet_test.pth")
+    torch.save(FacenetNet(backbone="mobilenet", mode="predict").state_dict(), path)
+    if threshold is not None:
+        with open(os.path.join(directory, "facenet_test.json"), "w") as handle:
+            json.dump({"threshold": threshold, "accuracy": 0.5}, handle)
+    return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels but holds no pixel data."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def odd_images(directory) -> dict[str, str]:
+    """Valid but unusual encodings of a real face: every one must work like the plain JPEG."""
+    face = Image.open(SAMPLES[0]).convert("RGB")
+    gray = face.convert("L")
+    names = ("gray.png", "rgba.png", "palette.png", "cmyk.jpg", "gray16.png", "exif_rotated.jpg", "large.jpg")
+    paths = {name: os.path.join(directory, name) for name in names}
+    gray.save(paths["gray.png"])
+    rgba = face.convert("RGBA")
+    alpha = Image.new("L", face.size, 0)
+    alpha.paste(255, (20, 20, 140, 140))
+    rgba.putalpha(alpha)
+    rgba.save(paths["rgba.png"])
+    face.quantize(64).save(paths["palette.png"])
+    face.convert("CMYK").save(paths["cmyk.jpg"], quality=95)
+    Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257).save(paths["gray16.png"])
+    # Stored turned a quarter left; EXIF orientation 6 tells viewers to turn it back.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    face.crop((0, 20, 160, 140)).transpose(Image.Transpose.ROTATE_90).save(
+        paths["exif_rotated.jpg"], exif=exif.tobytes(), quality=95)
+    face.resize((6000, 4000)).save(paths["large.jpg"], quality=80)
+    return paths
+
+
+def bad_files(directory) -> dict[str, str]:
+    """Inputs that are not usable images; each must give one clear line."""
+    paths = {name: os.path.join(directory, name) for name in
+             ("missing.jpg", "a_directory.jpg", "text.jpg", "truncated.jpg", "empty.jpg")}
+    os.mkdir(paths["a_directory.jpg"])
+    with open(paths["text.jpg"], "w") as handle:
+        handle.write("this is not a picture\n")
+    with open(SAMPLES[0], "rb") as handle:
+        data = handle.read()
+    with open(paths["truncated.jpg"], "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    open(paths["empty.jpg"], "wb").close()
+    return paths
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return make_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    return Facenet(model_path=weights, cuda=False)
+
+
+def test_embed_batch_matches_single_calls(model):
+    batch = model.embed(SAMPLES)
+    assert batch.shape == (3, 128) and batch.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    singles = np.concatenate([model.embed([path]) for path in SAMPLES])
+    np.testing.assert_allclose(batch, singles, atol=1e-5)
+    as_pil = model.embed([Image.open(path) for path in SAMPLES])
+    np.testing.assert_allclose(as_pil, batch, atol=1e-6)
+    assert model.embed([]).shape == (0, 128)
+
+
+def test_detect_image_distance_verdict_and_headless_figure(model, tmp_path, capsys):
+    matplotlib.use("Agg")
+    model.figure_path = str(tmp_path / "sub" / "result.png")
+    distance = model.detect_image(SAMPLES[0], SAMPLES[2])
+    e1, _, e3 = model.embed(SAMPLES)
+    assert isinstance(distance, float)
+    assert distance == pytest.approx(float(np.linalg.norm(e1 - e3)), abs=1e-5)
+    with open(model.figure_path, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert f"figure saved to {model.figure_path}" in capsys.readouterr().out
+    assert model.verdict(THRESHOLD - 0.01) == "same person"
+    assert model.verdict(THRESHOLD + 0.01) == "different people"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the fallback on a machine without a GPU")
+def test_cuda_falls_back_to_cpu_with_a_note(weights, capsys):
+    model = Facenet(model_path=weights, cuda=True)
+    out = capsys.readouterr().out
+    assert model.device.type == "cpu"
+    assert "no GPU" in out and "device           cpu" in out
+
+
+def test_threshold_sources(weights, tmp_path, capsys):
+    assert Facenet(model_path=weights, cuda=False).threshold == THRESHOLD
+    assert Facenet(model_path=weights, cuda=False, threshold=1.25).threshold == 1.25
+    bare = make_weights(tmp_path, threshold=None)
+    capsys.readouterr()
+    assert Facenet(model_path=bare, cuda=False).threshold == FALLBACK_THRESHOLD
+    assert "facenet_test.json does not exist" in capsys.readouterr().out
+    with open(tmp_path / "facenet_test.json", "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(CheckpointError, match="facenet_test.json"):
+        Facenet(model_path=bare, cuda=False)
+    with pytest.raises(CheckpointError, match="between 0 and 2"):
+        Facenet(model_path=weights, cuda=False, threshold=5)
+
+
+def test_missing_weights_and_unknown_setting(tmp_path):
+    with pytest.raises(CheckpointError, match="train.py") as info:
+        Facenet(model_path=str(tmp_path / "none.pth"), cuda=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(TypeError, match="treshold"):
+        Facenet(treshold=1.0)
+
+
+def test_odd_encodings_decode_like_the_original(model, tmp_path):
+    paths = odd_images(tmp_path)
+    original = np.asarray(Image.open(SAMPLES[0]).convert("RGB"), dtype=np.float32)
+    faces = {name: model.face(path) for name, path in paths.items()}
+    assert all(face.mode == "RGB" for face in faces.values())
+    for name in ("cmyk.jpg", "palette.png"):
+        assert np.abs(np.asarray(faces[name], np.float32) - original).mean() < 8, name
+    gray = np.asarray(Image.open(SAMPLES[0]).convert("L"), dtype=np.float32)
+    assert np.abs(np.asarray(faces["gray16.png"], np.float32)[..., 0] - gray).mean() < 1
+    upright = original[20:140]
+    assert faces["exif_rotated.jpg"].size == (160, 120)
+    assert np.abs(np.asarray(faces["exif_rotated.jpg"], np.float32) - upright).mean() < 8
+    assert faces["large.jpg"].size == (6000, 4000)
+    embeddings = model.embed(list(paths.values()))
+    assert embeddings.shape == (len(paths), 128) and np.isfinite(embeddings).all()
+
+
+def test_bad_files_raise_one_line_image_errors(model, tmp_path):
+    for name, path in bad_files(tmp_path).items():
+        with pytest.raises(ImageError) as info:
+            model.embed([SAMPLES[0], path])
+        assert path in str(info.value) and "\n" not in str(info.value), name
+    with open(SAMPLES[0], "rb") as handle:
+        half = handle.read()[:4000]
+    with pytest.raises(ImageError, match="truncated"):
+        model.face(Image.open(io.BytesIO(half)))
+
+
+@pytest.fixture(scope="module")
+def aligning_model(weights):
+    return Facenet(model_path=weights, cuda=False, align=True)
+
+
+def test_align_crops_the_face_out_of_a_photo(aligning_model, tmp_path):
+    photo = Image.new("RGB", (400, 300), (90, 90, 90))
+    photo.paste(Image.open(SAMPLES[0]), (200, 100))
+    photo.save(tmp_path / "photo.jpg")
+    face = aligning_model.face(str(tmp_path / "photo.jpg"))
+    assert face.size == (160, 160)
+    assert aligning_model.face(face) is face
+    (x1, y1, x2, y2), = aligning_model.detector.detect(photo).boxes
+    assert abs((x1 + x2) / 2 - 280) < 20 and abs((y1 + y2) / 2 - 180) < 20  # the pasted face's centre
+    Image.new("RGB", (200, 200), (120, 130, 140)).save(tmp_path / "wall.png")
+    with pytest.raises(ImageError, match="wall.png: no face found"):
+        aligning_model.embed([str(tmp_path / "photo.jpg"), str(tmp_path / "wall.png")])
+
+
+@requires_shared
+def test_align_matches_the_aligned_sample_images(aligning_model):
+    """img/1_001.jpg is align_dataset.py's crop of this LFW photo: predict must align the same way."""
+    raw = os.path.join(SHARED, "data", "lfw", "lfw-deepfunneled", "John_Kerry", "John_Kerry_0003.jpg")
+    face = np.asarray(aligning_model.face(raw), dtype=np.float32)
+    sample = np.asarray(Image.open(SAMPLES[0]), dtype=np.float32)
+    assert np.abs(face - sample).mean() < 3
