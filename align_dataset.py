@@ -1,0 +1,180 @@
+"""Detect and align the main face of every image of a dataset, e.g. raw LFW to 160x160 crops.
+
+Resumable: aligned images already in output_dir are kept, and images an earlier run could not use
+(listed in output_dir/failures.csv) are not tried again unless --retry_failed True. Every image
+ends up either aligned or listed in failures.csv with its reason.
+"""
+#------- settings (edit here or override as --name value) -------
+input_dir = "datasets/raw"        # a folder of person folders, or a flat folder of images
+output_dir = "datasets/aligned"   # gets the same tree of aligned .jpg faces and failures.csv
+mode = "crop"                     # "crop": square face box plus margin; "warp": 5-point ArcFace alignment
+image_size = 160                  # side of the aligned images in pixels
+margin = 32                       # crop mode: output pixels around the face box (margin / 2 on each side)
+num_workers = 1                   # processes with one thread and one detector each; 1 works in this process
+min_face_size = 20                # smallest face searched for, in input pixels
+thresholds = [0.6, 0.7, 0.7]      # face probability that P-Net, R-Net and O-Net each require
+weights_dir = "model_data"        # folder holding MTCNN's pnet.pt, rnet.pt and onet.pt
+device = "cpu"                    # "cpu" or "cuda"
+jpeg_quality = 95
+retry_failed = False              # True: try again the images an earlier run listed in failures.csv
+no_face = "skip"                  # no face found: "skip" the image, or write a "centre" crop (listed all the same)
+#------------------------------------------------------------------
+import csv
+import multiprocessing
+import os
+import sys
+import time
+from typing import NamedTuple
+
+import torch
+from tqdm import tqdm
+
+from utils.config import configure, print_settings, settings_of
+from utils.detect import DetectorError, FaceDetector, align_file
+from utils.image import is_image_file
+
+_FAILURES = "failures.csv"
+_detector = None
+_options: dict = {}
+
+
+class Summary(NamedTuple):
+    """What a run of align_tree did."""
+    images: int      # image files found in the input
+    aligned: int     # aligned by this run
+    kept: int        # aligned by an earlier run and left as they are
+    failures: dict   # relative path -> reason, this run's and earlier ones
+
+
+def list_images(root: str, skip: str) -> list[str]:
+    """Image files under ``root`` as sorted relative paths, leaving out hidden names and folder ``skip``."""
+    skip = os.path.realpath(skip)
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(folder, d)) != skip)
+        found += [os.path.relpath(os.path.join(folder, f), root) for f in files
+                  if is_image_file(f) and not f.startswith(".")]
+    return sorted(found)
+
+
+def read_failures(path: str) -> dict:
+    """path -> reason from a failures.csv written by an earlier run (empty when there is none)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["path"]: row["reason"] for row in csv.DictReader(f) if row.get("path")}
+
+
+def write_failures(path: str, failures: dict) -> None:
+    """Write path,reason rows sorted by path, atomically."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(f"{path}.tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(sorted(failures.items()))
+    os.replace(f"{path}.tmp", path)
+
+
+def _start_worker(options: dict) -> None:
+    """Set up one worker: a single thread and its own detector."""
+    global _detector, _options
+    torch.set_num_threads(1)
+    _options = dict(options)
+    _detector = FaceDetector(_options.pop("weights_dir"), _options.pop("device"),
+                             _options.pop("min_face_size"), tuple(_options.pop("thresholds")))
+
+
+def _align(job: tuple[str, str, str]) -> tuple[str, str | None]:
+    rel, src, dst = job
+    try:
+        return rel, align_file(_detector, src, dst, **_options)
+    except Exception as err:  # keep a long run going; the image is listed with the reason
+        return rel, f"{type(err).__name__}: {err}"
+
+
+def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: int = 160, margin: int = 32,
+               num_workers: int = 1, min_face_size: float = 20,
+               thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+               weights_dir: str = "model_data", device: str = "cpu", jpeg_quality: int = 95,
+               retry_failed: bool = False, no_face: str = "skip") -> Summary:
+    """Align every image under ``input_dir`` into ``output_dir`` (same relative names, .jpg)."""
+    images = list_images(input_dir, output_dir)
+    failures_path = os.path.join(output_dir, _FAILURES)
+    earlier = {} if retry_failed else read_failures(failures_path)
+    failures, jobs, owner, kept = {}, [], {}, 0
+    for rel in images:
+        out_rel = os.path.splitext(rel)[0] + ".jpg"
+        dst = os.path.join(output_dir, out_rel)
+        if out_rel in owner:
+            failures[rel] = f"same output name {out_rel} as {owner[out_rel]}"
+        elif rel in earlier:
+            failures[rel] = earlier[rel]
+        elif os.path.isfile(dst):
+            kept += 1
+        else:
+            jobs.append((rel, os.path.join(input_dir, rel), dst))
+        owner.setdefault(out_rel, rel)
+    options = dict(weights_dir=weights_dir, device=device, min_face_size=min_face_size, thresholds=thresholds,
+                   mode=mode, image_size=image_size, margin=margin, quality=jpeg_quality, no_face=no_face)
+    aligned, pool, threads = 0, None, torch.get_num_threads()
+    FaceDetector(weights_dir, "cpu", min_face_size)  # stop here, once, if the weights are missing
+    try:
+        if num_workers <= 1:
+            _start_worker(options)
+            results = map(_align, jobs)
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(num_workers, _start_worker, (options,))
+            results = pool.imap_unordered(_align, jobs, chunksize=8)
+        for rel, reason in tqdm(results, total=len(jobs), desc="aligning", unit="img", disable=not jobs):
+            if reason is None:
+                aligned += 1
+            else:
+                failures[rel] = reason
+    finally:
+        if pool is not None:
+            pool.terminate()
+        torch.set_num_threads(threads)
+        write_failures(failures_path, failures)
+    return Summary(len(images), aligned, kept, failures)
+
+
+def fail(message: object) -> None:
+    """Stop with one line on stderr and exit status 2 (a problem the user can fix)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main() -> None:
+    if mode not in ("crop", "warp"):
+        fail(f"--mode must be crop or warp, not {mode!r}")
+    if image_size < 16 or not 0 <= margin < image_size:
+        fail(f"--image_size must be at least 16 and --margin from 0 to image_size - 1 "
+             f"(got {image_size} and {margin})")
+    if no_face not in ("skip", "centre"):
+        fail(f"--no_face must be skip or centre, not {no_face!r}")
+    if not os.path.isdir(input_dir):
+        fail(f"{input_dir}: input folder not found")
+    print_settings(settings_of(globals()))
+    start = time.perf_counter()
+    try:
+        summary = align_tree(input_dir, output_dir, mode, image_size, margin, num_workers, min_face_size,
+                             thresholds, weights_dir, device, jpeg_quality, retry_failed, no_face)
+    except DetectorError as err:
+        fail(err)
+    seconds = time.perf_counter() - start
+    done = summary.images - len(summary.failures)
+    rate = 100.0 * done / max(summary.images, 1)
+    worked = summary.images - summary.kept
+    print(f"{summary.images} images: {done} aligned ({rate:.2f}%; {summary.aligned} now, {summary.kept} kept "
+          f"from before), {len(summary.failures)} failed, listed in {os.path.join(output_dir, _FAILURES)}; "
+          f"{seconds:.0f} s" + (f", {1000 * seconds / worked:.1f} ms per image" if worked else ""))
+
+
+if __name__ == "__main__":
+    configure(globals())
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: the images done so far are kept; run again to go on", file=sys.stderr)
+        sys.exit(130)

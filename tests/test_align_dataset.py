@@ -1,0 +1,145 @@
+"""align_dataset.py on small trees of the committed photos: outputs, failures.csv, resume, layouts."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import align_dataset
+from conftest import FIXTURES, ROOT
+
+PHOTOS = os.path.join(FIXTURES, "mtcnn")
+WEIGHTS = os.path.join(ROOT, "model_data")
+
+
+def put(tree, rel, source):
+    """Copy fixture ``source`` to ``tree/rel``, converting it when the extension asks for another format."""
+    path = os.path.join(tree, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if rel.endswith(".png"):
+        Image.open(os.path.join(PHOTOS, source)).save(path)
+    else:
+        shutil.copy(os.path.join(PHOTOS, source), path)
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["path"]: row["reason"] for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def nested(tmp_path):
+    """Person folders with good photos, a photo without a face, a broken file and a non-image file."""
+    root = tmp_path / "raw"
+    put(root, "Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol_0001.jpg")
+    put(root, "Aaron_Peirsol/Aaron_Peirsol_0002.jpg", "Aaron_Peirsol_0002.jpg")
+    put(root, "Matthew_Perry/Matthew_Perry_0003.png", "Matthew_Perry_0003.jpg")
+    put(root, "Texture/texture_no_face.jpg", "texture_no_face.jpg")
+    (root / "Texture" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "Texture" / "notes.txt").write_text("not an image")
+    return root
+
+
+class CountingAligner:
+    """Wraps align_dataset.align_file to count the images it is asked to do."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, []
+
+    def __call__(self, detector, src, dst, **kwargs):
+        self.calls.append(os.path.basename(src))
+        return self.real(detector, src, dst, **kwargs)
+
+
+def test_nested_tree_is_aligned_and_failures_listed(nested, tmp_path):
+    out = tmp_path / "aligned"
+    summary = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    assert summary.images == 5 and summary.aligned == 3 and summary.kept == 0
+    for rel in ["Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
+                "Matthew_Perry/Matthew_Perry_0003.jpg"]:
+        with Image.open(out / rel) as face:
+            assert face.format == "JPEG" and face.size == (160, 160) and face.mode == "RGB"
+    failures = read_csv(out / "failures.csv")
+    assert failures == summary.failures
+    no_face, broken = os.path.join("Texture", "texture_no_face.jpg"), os.path.join("Texture", "broken.jpg")
+    assert set(failures) == {no_face, broken}
+    assert failures[no_face] == "no face found"
+    assert "broken.jpg" in failures[broken]
+    assert not os.path.exists(out / "Texture" / "texture_no_face.jpg")
+    assert not [f for _, _, files in os.walk(out) for f in files if f.endswith(".tmp")]
+
+
+def test_centre_fallback_writes_a_crop_and_still_lists_the_image(nested, tmp_path):
+    out = tmp_path / "aligned"
+    summary = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
+    no_face = os.path.join("Texture", "texture_no_face.jpg")
+    assert summary.failures[no_face] == "no face found; centre crop written"
+    with Image.open(out / no_face) as face:
+        assert face.size == (160, 160)
+    assert not os.path.exists(out / "Texture" / "broken.jpg")
+
+
+def test_second_run_redoes_nothing_unless_asked(nested, tmp_path, monkeypatch):
+    out = tmp_path / "aligned"
+    first = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    stamp = os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
+    counter = CountingAligner(align_dataset.align_file)
+    monkeypatch.setattr(align_dataset, "align_file", counter)
+    second = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    assert counter.calls == []
+    assert second.aligned == 0 and second.kept == 3 and second.failures == first.failures
+    assert os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") == stamp
+    assert read_csv(out / "failures.csv") == first.failures
+    # A removed output is redone; earlier failures are retried only on request.
+    os.remove(out / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg")
+    third = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, retry_failed=True)
+    assert sorted(counter.calls) == ["Aaron_Peirsol_0002.jpg", "broken.jpg", "texture_no_face.jpg"]
+    assert third.aligned == 1 and third.kept == 2 and third.failures == first.failures
+
+
+def test_flat_folder_warp_mode_and_name_clash(tmp_path):
+    root = tmp_path / "flat"
+    put(root, "a.jpg", "Aaron_Peirsol_0001.jpg")
+    put(root, "b.png", "Colin_Powell_0047.jpg")
+    put(root, "a.png", "Aaron_Peirsol_0002.jpg")  # would also become a.jpg
+    out = root / "aligned"  # inside the input: must not be read back as input
+    summary = align_dataset.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
+    assert sorted(os.listdir(out)) == ["a.jpg", "b.jpg", "failures.csv"]
+    with Image.open(out / "b.jpg") as face:
+        assert face.size == (112, 112)
+    assert summary.images == 3 and summary.aligned == 2
+    assert summary.failures == {"a.png": "same output name a.jpg as a.jpg"}
+    again = align_dataset.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
+    assert again.images == 3 and again.kept == 2
+
+
+def test_thresholds_reach_the_detector(nested, tmp_path):
+    summary = align_dataset.align_tree(str(nested), str(tmp_path / "out"), thresholds=(0.6, 0.7, 1.0),
+                                       weights_dir=WEIGHTS)
+    assert summary.aligned == 0 and len(summary.failures) == 5
+    assert list(summary.failures.values()).count("no face found") == 4
+
+
+def test_missing_weights_stop_before_writing(nested, tmp_path):
+    with pytest.raises(align_dataset.DetectorError, match="pnet.pt"):
+        align_dataset.align_tree(str(nested), str(tmp_path / "out"), weights_dir=str(tmp_path / "none"))
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_command_line_with_two_workers(nested, tmp_path):
+    out = tmp_path / "aligned"
+    args = ["--input_dir", str(nested), "--output_dir", str(out), "--num_workers", "2",
+            "--image_size", "128", "--margin", "16"]
+    run = subprocess.run([sys.executable, "align_dataset.py", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "5 images: 3 aligned (60.00%; 3 now, 0 kept from before), 2 failed" in run.stdout
+    with Image.open(out / "Matthew_Perry" / "Matthew_Perry_0003.jpg") as face:
+        assert face.size == (128, 128)
+    bad = subprocess.run([sys.executable, "align_dataset.py", "--input_dir", str(nested), "--mode", "affine"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --mode must be crop or warp, not 'affine'"
