@@ -1,0 +1,83 @@
+"""eval_LFW.py end to end on the small real LFW fixture, in a subprocess as a user runs it."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FIXTURES, ROOT
+from nets.facenet import Facenet
+
+IMAGES = os.path.join(FIXTURES, "lfw", "images")
+PAIRS = os.path.join(FIXTURES, "lfw", "pairs.txt")
+
+
+def run_eval(tmp_path, weights, *extra):
+    args = [sys.executable, "eval_LFW.py", "--model_path", str(weights), "--lfw_dir_path", IMAGES,
+            "--lfw_pairs_path", PAIRS, "--input_shape", "64,64,3", "--num_workers", "1",
+            "--png_save_path", str(tmp_path / "out" / "roc.png"),
+            "--json_save_path", str(tmp_path / "out" / "eval.json"), *extra]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "random_mobilenet.pth"
+    torch.save(Facenet("mobilenet", mode="predict").state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_writes_png_and_json_with_every_number(tmp_path, weights):
+    done = run_eval(tmp_path, weights)
+    assert done.returncode == 0, done.stderr
+    for words in ("accuracy", "threshold", "VAL@FAR", "AUC", "EER", "flip off", "folds 1,2,3", "images/s",
+                  "wall time"):
+        assert words in done.stdout
+    with open(tmp_path / "out" / "roc.png", "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["threshold"] == report["threshold_mean"] and 0 < report["threshold"] < 2
+    assert report["checkpoint"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert report["settings"]["input_shape"] == [64, 64, 3] and report["flip"] is False
+    assert len(report["fold_accuracies"]) == 3 and report["num_images"] == 28
+    assert len(report["roc_fpr"]) == len(report["roc_tpr"]) > 2
+    assert not [name for name in os.listdir(tmp_path / "out") if name.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_fold_subset_and_flip(tmp_path, weights):
+    done = run_eval(tmp_path, weights, "--folds", "2,3", "--flip", "True")
+    assert done.returncode == 0, done.stderr
+    assert "flip on" in done.stdout and "folds 2,3" in done.stdout
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["folds"] == [2, 3] and report["num_pairs"] == 12 and report["flip"] is True
+
+
+@pytest.mark.slow
+def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
+    model = Facenet("mobilenet", mode="predict")
+    torch.nn.init.zeros_(model.Bottleneck.weight)  # every face gets the same embedding
+    path = tmp_path / "collapsed.pth"
+    torch.save(model.state_dict(), path)
+    done = run_eval(tmp_path, path)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING: all 18 distances are equal" in done.stdout
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["accuracy_mean"] is None
+
+
+@pytest.mark.parametrize("change, words", [
+    (("--model_path", "missing.pth"), "no such weights file"),
+    (("--lfw_dir_path", "no_lfw_here"), "no such LFW folder"),
+    (("--lfw_pairs_path", "no_pairs.txt"), "no such pairs file"),
+    (("--folds", "11"), "do not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, weights, change, words):
+    done = run_eval(tmp_path, weights, *change)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and words in done.stderr
+    assert done.stderr.count("\n") == 1
