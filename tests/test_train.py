@@ -1,0 +1,172 @@
+"""train.py end to end on the tiny real fixture: outputs, recipes, resume, DDP and the user errors."""
+import csv
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FIXTURES, ROOT
+from txt_annotation import annotate
+
+FACES = os.path.join(FIXTURES, "faces")
+SMALL = ["--input_shape", "64,64,3", "--batch_size", "6", "--num_workers", "0", "--val_split", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """cls_train.txt over the fixture faces and a tiny LFW (2 sets x 2 matched + 2 mismatched pairs)."""
+    root = tmp_path_factory.mktemp("data")
+    annotate(FACES, str(root / "cls_train.txt"), str(root / "cls_names.txt"))
+    people = sorted(os.listdir(FACES))
+    for person in people:
+        os.makedirs(root / "lfw" / person)
+        for i, name in enumerate(sorted(os.listdir(os.path.join(FACES, person))), 1):
+            shutil.copy(os.path.join(FACES, person, name), root / "lfw" / person / f"{person}_{i:04d}.jpg")
+    lines = ["2 2"]
+    for s in range(2):
+        a, b, c = people[3 * s:3 * s + 3]
+        lines += [f"{a} 1 2", f"{b} 3 4", f"{a} 1 {c} 2", f"{b} 2 {c} 3"]
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run(data, *args, check=True, env=None):
+    """Run train.py in ``data`` with small settings; return the completed process."""
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *SMALL, *args]
+    result = subprocess.run(cmd, cwd=data, capture_output=True, text=True, timeout=300, env=env)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def lfw_args(data):
+    return ["--lfw_dir_path", str(data / "lfw"), "--lfw_pairs_path", str(data / "pairs.txt")]
+
+
+def digest(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.mark.slow
+def test_one_epoch_writes_every_output(data, tmp_path):
+    logs = tmp_path / "logs"
+    result = run(data, "--Epoch", "1", "--save_dir", str(logs), *lfw_args(data))
+    files = sorted(os.listdir(logs))
+    assert "best_epoch_weights.pth" in files and "last_epoch_weights.pth" in files
+    assert "last_checkpoint.pth" in files
+    assert any(f.startswith("ep001-loss") and "-val_loss" in f for f in files)
+    run_dir = logs / next(f for f in files if f.startswith("loss_"))
+    with open(run_dir / "history.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["val_loss"]) > 0 and float(row["loss"]) > 0
+    # three steps leave BatchNorm's running statistics untrained: LFW may say so instead of scoring
+    assert 0.0 <= float(row["lfw_accuracy"]) <= 1.0 or "LFW: all 8 distances are equal" in result.stdout
+    assert (run_dir / "history.png").stat().st_size > 1000
+    assert "Settings:" in result.stdout and "LFW accuracy" in result.stdout
+    weights = torch.load(logs / "best_epoch_weights.pth", weights_only=True)
+    assert "classifier.weight" in weights and "backbone.model.stage1.0.0.weight" in weights
+    from nets.facenet import Facenet
+    from utils.checkpoint import load_weights
+    load_weights(Facenet("mobilenet", mode="predict"), str(logs / "last_epoch_weights.pth"), verbose=False)
+
+
+@pytest.mark.slow
+def test_pk_sampler_with_mining_and_augmentation_trains(data, tmp_path):
+    result = run(data, "--Epoch", "2", "--save_dir", str(tmp_path), "--sampler", "pk", "--images_per_person",
+                 "3", "--mining", "semihard", "--augment", "True", "--lfw_eval_flag", "False",
+                 "--lr_decay_type", "cos", "--optimizer_type", "sgd", "--Init_lr", "1e-2")
+    assert "Epoch 2/2: loss" in result.stdout
+    assert [f[:10] for f in sorted(os.listdir(tmp_path)) if f.startswith("ep")] == ["ep001-loss", "ep002-loss"]
+
+
+def config(**overrides):
+    """train.py's settings as a dict, with small defaults for in-process runs."""
+    import train
+    from utils.config import settings_of
+    cfg = settings_of(vars(train))
+    cfg.update(input_shape=[64, 64, 3], batch_size=6, num_workers=0, val_split=0.2, lfw_eval_flag=False)
+    cfg.update(overrides)
+    return cfg
+
+
+def test_resume_ends_with_the_same_weights(data, tmp_path, monkeypatch):
+    import train
+    monkeypatch.chdir(data)
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    train.train(config(Epoch=3, save_dir=str(whole)))
+    train.train(config(Epoch=3, run_epochs=1, save_dir=str(part)))
+    assert [f[:5] for f in os.listdir(part) if f.startswith("ep")] == ["ep001"]
+    train.train(config(Epoch=3, save_dir=str(part), resume=str(part / "last_checkpoint.pth")))
+    a = torch.load(whole / "last_epoch_weights.pth", weights_only=True)
+    b = torch.load(part / "last_epoch_weights.pth", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # bitwise: same steps, same dropout masks
+    assert sorted(f for f in os.listdir(whole) if f.startswith("ep")) == \
+        sorted(f for f in os.listdir(part) if f.startswith("ep"))
+    history = torch.load(part / "last_checkpoint.pth", weights_only=True)["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 30}, "it needs at least 30 images"),
+    ({"lfw_eval_flag": True, "lfw_dir_path": "nowhere"}, "--lfw_eval_flag False"),
+    ({"pretrained": True, "backbone_path": "model_data/none.pth"}, "nothing is downloaded"),
+    ({"model_path": "model_data/missing.pth"}, "no such weights file"),
+    ({"sampler": "pk", "mining": "none"}, "--mining semihard"),
+    ({"batch_size": 8}, "multiple of 3"),
+    ({"resume": "nothing.pth"}, "no such checkpoint"),
+])
+def test_bad_inputs_stop_with_one_clear_line(data, monkeypatch, overrides, message):
+    import train
+    from utils.checkpoint import CheckpointError
+    from utils.training import TrainingError
+    from utils.dataloader import AnnotationError
+    monkeypatch.chdir(data)
+    with pytest.raises((TrainingError, AnnotationError, CheckpointError), match=message.replace("-", r"\-")) as err:
+        train.train(config(Epoch=1, save_dir="unused", lfw_pairs_path=str(data / "pairs.txt"), **overrides))
+    assert "\n" not in str(err.value)
+    assert not os.path.exists(data / "unused")
+
+
+def test_missing_lfw_is_reported_before_training_by_the_script(data, tmp_path):
+    result = run(data, "--save_dir", str(tmp_path / "logs"), "--lfw_dir_path", str(tmp_path / "no_lfw"),
+                 "--lfw_pairs_path", str(data / "pairs.txt"), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "--lfw_eval_flag False" in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    import train
+    logs = tmp_path / "logs"
+    monkeypatch.chdir(data)
+    train.train(config(Epoch=3, run_epochs=1, save_dir=str(logs)))
+    good = {f: digest(logs / f) for f in ("last_checkpoint.pth", "last_epoch_weights.pth")}
+    poisoned = torch.load(logs / "last_checkpoint.pth", weights_only=True)
+    for state in poisoned["optimizer"]["state"].values():
+        state["exp_avg"].fill_(float("nan"))
+    torch.save(poisoned, tmp_path / "poisoned.pth")
+    result = run(data, "--Epoch", "3", "--lfw_eval_flag", "False", "--save_dir", str(logs),
+                 "--resume", str(tmp_path / "poisoned.pth"), check=False)
+    assert result.returncode == 1
+    assert "loss became nan" in result.stderr and "last saved checkpoint is intact" in result.stderr
+    assert good == {f: digest(logs / f) for f in good}
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_run(data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "train.py"), "--distributed", "True", *SMALL, "--batch_size", "12",
+           "--Epoch", "1", "--save_dir", str(tmp_path), *lfw_args(data)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=data, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("Settings:") == 1  # only rank 0 prints
+    assert "on 2 process(es)" in result.stdout and "LFW accuracy" in result.stdout
+    assert os.path.isfile(tmp_path / "last_checkpoint.pth")
+    assert len(torch.load(tmp_path / "last_checkpoint.pth", weights_only=True)["rng"]) == 2

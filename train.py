@@ -1,0 +1,335 @@
+"""Train FaceNet with triplet loss + cross-entropy on the people listed in cls_train.txt.
+
+    python txt_annotation.py                     # datasets/<person>/<image> -> cls_train.txt
+    python train.py --Epoch 50 --batch_size 96   # any setting below as --name value
+    python train.py --input_shape 112,112,3      # lists are given comma-separated
+    python train.py --resume logs/last_checkpoint.pth
+    torchrun --nproc_per_node=2 train.py --distributed True
+
+Writes to save_dir: ep%03d-loss%.3f-val_loss%.3f.pth every save_period epochs, best_epoch_weights.pth,
+last_epoch_weights.pth (plain state_dicts for predict.py / eval_LFW.py), last_checkpoint.pth (everything
+needed to resume) and a run folder loss_<date>/ with history.csv and history.png.
+"""
+#------- settings (edit here or override as --name value) -------
+Cuda = True                     # use the GPU when there is one (falls back to the CPU with a note)
+seed = 11                       # model init, triplet sampling, augmentation and the validation split
+distributed = False             # True under torchrun: one process per GPU (nccl) or per CPU worker (gloo)
+sync_bn = False                 # synchronise BatchNorm across GPUs when distributed
+fp16 = False                    # float16 mixed precision (CUDA only)
+bf16 = False                    # bfloat16 autocast (CPU with AVX512-BF16 / AMX, or CUDA)
+annotation_path = "cls_train.txt"
+input_shape = [160, 160, 3]     # height, width, channels
+backbone = "mobilenet"          # mobilenet | inception_resnetv1
+model_path = ""                 # whole-model weights to start from (fine-tuning); "" = none.
+                                # The original defaulted to model_data/facenet_mobilenet.pth; a given
+                                # path that does not exist is an error, never silently skipped.
+pretrained = False              # start the backbone from backbone_path (ignored when model_path is set)
+backbone_path = ""              # "" = model_data/<backbone>_backbone.pth; nothing is downloaded
+resume = ""                     # a last_checkpoint.pth to continue a stopped run exactly
+batch_size = 96                 # images per step over all processes (a multiple of 3)
+Init_Epoch = 0                  # first epoch (ignored with resume)
+Epoch = 100                     # last epoch; also the length of the learning-rate schedule
+run_epochs = 0                  # stop after this many epochs of this run (0: go on to Epoch); --resume later
+Init_lr = 1e-3
+Min_lr = None                   # None = Init_lr * 0.01
+optimizer_type = "adam"         # adam | sgd
+momentum = 0.9
+weight_decay = 0.0
+lr_decay_type = "cos"           # cos | step
+warmup_ratio = 0.1              # cos: warm-up over min(max(ratio * Epoch, 1), 3) epochs (the original's 0.1)
+tail_ratio = 0.3                # cos: min_lr for the last min(max(ratio * Epoch, 1), 15) epochs (original: 0.3)
+sampler = "triplet"             # triplet: B/3 random triplets (original) | pk: P people x K images
+images_per_person = 4           # K of the pk sampler
+mining = "none"                 # none: the sampled triplets | semihard | hard: mined in the batch
+margin = 0.2                    # triplet-loss margin
+triplet_weight = 1.0
+ce_weight = 1.0
+letterbox_image = True          # keep the aspect ratio with grey padding; False = plain resize
+augment = False                 # light augmentation (scale, shift, rotation, colour) on top of the flip
+val_split = 0.01                # share of images held out for the validation loss
+save_period = 1                 # write ep*.pth every save_period epochs
+save_dir = "logs"
+num_workers = 4                 # data-loading processes (0 = load in the training process)
+lfw_eval_flag = True            # LFW verification accuracy after every epoch
+lfw_dir_path = "lfw"
+lfw_pairs_path = "model_data/lfw_pair.txt"
+lfw_folds = "all"               # all, or the pairs.txt folds to use, e.g. 8,9,10
+#------------------------------------------------------------------
+import math
+import os
+import pickle
+import sys
+import time
+import zipfile
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from nets.facenet import Facenet
+from utils.checkpoint import CheckpointError, load_weights, save_atomic
+from utils.config import configure, print_settings, settings_of
+from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
+                              ValidationBatchSampler, check_trainable, collate, read_annotation,
+                              split_train_val, validation_triplets)
+from utils.image import ImageError
+from utils.training import (Criterion, History, Precision, TrainingError, fit_lr, lr_scheduler,
+                            make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
+                            train_one_epoch, validate)
+
+
+def check_settings(cfg: dict, world: int) -> None:
+    """Raise TrainingError for settings that cannot work, before anything is loaded."""
+    choices = {"optimizer_type": ("adam", "sgd"), "lr_decay_type": ("cos", "step"), "sampler": ("triplet", "pk"),
+               "mining": ("none", "semihard", "hard"), "backbone": ("mobilenet", "inception_resnetv1")}
+    for name, allowed in choices.items():
+        if cfg[name] not in allowed:
+            raise TrainingError(f"--{name} must be one of {', '.join(allowed)}, not {cfg[name]!r}")
+    if cfg["sampler"] == "triplet" and cfg["batch_size"] % (3 * world):
+        raise TrainingError(f"batch_size {cfg['batch_size']} must be a multiple of 3 x {world} processes")
+    if cfg["sampler"] == "pk":
+        if cfg["mining"] == "none":
+            raise TrainingError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
+        if cfg["batch_size"] % (cfg["images_per_person"] * world):
+            raise TrainingError(f"batch_size {cfg['batch_size']} must be a multiple of images_per_person "
+                                f"{cfg['images_per_person']} x {world} processes")
+    if cfg["Min_lr"] is not None and not isinstance(cfg["Min_lr"], (int, float)):
+        raise TrainingError(f"--Min_lr takes a number, not {cfg['Min_lr']!r}")
+    if cfg["input_shape"][2] != 3:
+        raise TrainingError("input_shape must end in 3 channels (RGB), e.g. 160,160,3")
+    if not 0 <= cfg["val_split"] < 1:
+        raise TrainingError(f"val_split must be in [0, 1), not {cfg['val_split']}")
+    if cfg["Epoch"] <= cfg["Init_Epoch"] or cfg["save_period"] < 1:
+        raise TrainingError("Epoch must exceed Init_Epoch, and save_period must be at least 1")
+
+
+def setup_device(cfg: dict) -> tuple[int, int, int, torch.device]:
+    """(rank, world size, local rank, device); starts the process group under torchrun."""
+    cuda = cfg["Cuda"] and torch.cuda.is_available()
+    if cfg["Cuda"] and not cuda and os.environ.get("RANK", "0") == "0":
+        print("note: Cuda is True but no GPU is available; training on the CPU")
+    if not cfg["distributed"]:
+        return 0, 1, 0, torch.device("cuda" if cuda else "cpu")
+    if "RANK" not in os.environ:
+        raise TrainingError("distributed=True needs torchrun, e.g. torchrun --nproc_per_node=2 train.py "
+                            "--distributed True")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local_rank, torch.device("cuda", local_rank) if cuda else \
+        torch.device("cpu")
+
+
+def load_lfw(cfg: dict):
+    """Load the LFW pairs before training starts, so that a missing folder or file is reported at once."""
+    from utils.lfw import load_pairs, parse_folds
+    try:
+        return load_pairs(cfg["lfw_pairs_path"], cfg["lfw_dir_path"], folds=parse_folds(str(cfg["lfw_folds"])))
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"LFW evaluation: {err}; or train without it: --lfw_eval_flag False") from None
+
+
+def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> Facenet:
+    model = Facenet(cfg["backbone"], num_classes=num_classes, mode="train")
+    if checkpoint is not None:
+        if checkpoint["num_classes"] != num_classes:
+            raise TrainingError(f"{cfg['resume']}: was trained on {checkpoint['num_classes']} classes but "
+                                f"{cfg['annotation_path']} has {num_classes}; resume with the same annotation")
+        model.load_state_dict(checkpoint["model"])
+    elif cfg["model_path"]:
+        load_weights(model, cfg["model_path"], purpose="train", verbose=verbose)
+    elif cfg["pretrained"]:
+        path = cfg["backbone_path"]
+        if not os.path.isfile(path):
+            raise TrainingError(f"{path}: no backbone weights; pretrained=True needs the {cfg['backbone']} "
+                                "backbone weights there (or --backbone_path FILE); nothing is downloaded")
+        load_weights(model, path, purpose="backbone", verbose=verbose)
+    return model
+
+
+def read_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise TrainingError(f"{path}: no such checkpoint to resume; use logs/last_checkpoint.pth of the run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise TrainingError(f"{path}: not a readable resume checkpoint ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or "optimizer" not in checkpoint:
+        raise TrainingError(f"{path}: holds weights only, not a resume checkpoint; use last_checkpoint.pth, "
+                            "or start from these weights with --model_path")
+    return checkpoint
+
+
+def make_loader(dataset: FaceDataset, batch_sampler, cfg: dict, cuda: bool) -> DataLoader:
+    workers = cfg["num_workers"]
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=cuda, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(cfg["seed"]))
+
+
+def train(cfg: dict) -> None:
+    rank, world, local_rank, device = setup_device(cfg)
+    main_rank = rank == 0
+    log = print if main_rank else (lambda *args, **kwargs: None)
+    check_settings(cfg, world)
+    cfg["Min_lr"] = cfg["Init_lr"] * 0.01 if cfg["Min_lr"] is None else float(cfg["Min_lr"])
+    cfg["backbone_path"] = cfg["backbone_path"] or os.path.join("model_data", f"{cfg['backbone']}_backbone.pth")
+    checkpoint = read_checkpoint(cfg["resume"]) if cfg["resume"] else None
+
+    annotation = read_annotation(cfg["annotation_path"])
+    train_idx, val_idx = split_train_val(len(annotation.paths), cfg["val_split"], cfg["seed"])
+    train_index = PersonIndex(annotation.labels, train_idx)
+    check_trainable(train_index, len(train_idx), cfg["batch_size"])
+    lfw_pairs = load_lfw(cfg) if cfg["lfw_eval_flag"] else None
+
+    if main_rank:
+        print("Settings:")
+        print_settings(cfg)
+    num_batches, per_rank = len(train_idx) // cfg["batch_size"], cfg["batch_size"] // world
+    log(f"Data: {annotation.num_classes} classes, {len(train_idx)} training images "
+        f"({len(train_index.anchor_slots)} people with 2+ images), {len(val_idx)} held out; "
+        f"{num_batches} steps of {cfg['batch_size']} images per epoch on {world} process(es), device {device}")
+
+    seed_everything(cfg["seed"] + rank)
+    model = build_model(cfg, annotation.num_classes, checkpoint, verbose=main_rank)
+    channels_last = device.type == "cpu"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model_train = model
+    if cfg["sync_bn"] and world > 1 and device.type == "cuda":
+        model_train = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif cfg["sync_bn"]:
+        log("note: sync_bn needs distributed training on several GPUs; using plain BatchNorm")
+    if world > 1:
+        model_train = torch.nn.parallel.DistributedDataParallel(
+            model_train, device_ids=[local_rank] if device.type == "cuda" else None)
+    model = model_train.module if world > 1 else model_train
+
+    init_lr, min_lr = fit_lr(cfg["batch_size"], cfg["Init_lr"], cfg["Min_lr"], cfg["optimizer_type"])
+    optimizer = make_optimizer(model.parameters(), cfg["optimizer_type"], init_lr, cfg["momentum"],
+                               cfg["weight_decay"])
+    lr_at = lr_scheduler(cfg["lr_decay_type"], init_lr, min_lr, cfg["Epoch"],
+                         warmup_iters_ratio=cfg["warmup_ratio"], no_aug_iter_ratio=cfg["tail_ratio"])
+    precision = Precision()
+    if cfg["fp16"] and device.type == "cuda":
+        precision = Precision(torch.float16, torch.amp.GradScaler("cuda"))
+    elif cfg["bf16"]:
+        precision = Precision(torch.bfloat16)
+    elif cfg["fp16"]:
+        log("note: fp16 needs CUDA; training in float32 (on a CPU with bfloat16 support use --bf16 True)")
+    criterion = Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"])
+
+    dataset = FaceDataset(annotation, cfg["input_shape"], cfg["letterbox_image"], cfg["augment"])
+    if cfg["sampler"] == "pk":
+        batches = PKBatchSampler(train_index, per_rank, cfg["images_per_person"], num_batches, cfg["seed"],
+                                 rank, world)
+    else:
+        batches = TripletBatchSampler(train_index, per_rank, num_batches, cfg["seed"], rank, world)
+    loader = make_loader(dataset, batches, cfg, device.type == "cuda")
+    val_rows = validation_triplets(dataset.index, val_idx, annotation.labels, cfg["seed"])
+    val_loader = make_loader(dataset, ValidationBatchSampler(val_rows, per_rank, rank, world), cfg,
+                             device.type == "cuda") if len(val_rows) else None
+    if val_loader is None:
+        log("note: no validation triplets (val_split too small for this dataset); val_loss is nan")
+
+    start, best, run_dir, rows = cfg["Init_Epoch"], None, None, []
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if precision.scaler is not None and checkpoint.get("scaler"):
+            precision.scaler.load_state_dict(checkpoint["scaler"])
+        start, best, run_dir, rows = (checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["run_dir"],
+                                      checkpoint["history"])
+        changed = [k for k, v in checkpoint["settings"].items()
+                   if k not in ("resume", "Init_Epoch", "run_epochs") and cfg.get(k) != v]
+        log(f"Resuming {cfg['resume']} after epoch {start}" +
+            (f"; settings changed since: {', '.join(changed)}" if changed else ""))
+    run_dir = run_dir or os.path.join(cfg["save_dir"], "loss_" + time.strftime("%Y_%m_%d_%H_%M_%S"))
+    history = History(run_dir, rows) if main_rank else None
+    if checkpoint is not None:
+        states = checkpoint["rng"]
+        if len(states) == world:
+            set_rng_state(states[rank])
+        else:
+            log(f"note: the checkpoint has RNG states of {len(states)} processes, not {world}; reseeding")
+            seed_everything(cfg["seed"] + rank + 1000 * start)
+
+    last = cfg["Epoch"] if not cfg["run_epochs"] else min(cfg["Epoch"], start + cfg["run_epochs"])
+    for epoch in range(start, last):
+        began = time.perf_counter()
+        batches.set_epoch(epoch)
+        set_lr(optimizer, lr_at(epoch))
+        stats = train_one_epoch(model_train, loader, optimizer, criterion, device, precision, channels_last,
+                                desc=f"Epoch {epoch + 1}/{cfg['Epoch']}", progress=main_rank)
+        val = validate(model, val_loader, criterion, device, precision, channels_last) if val_loader else {}
+        lfw = {}
+        if lfw_pairs is not None and main_rank:
+            from utils.lfw import evaluate_lfw
+            model.eval()
+            lfw = evaluate_lfw(model, lfw_pairs, cfg["input_shape"], cfg["letterbox_image"], cfg["batch_size"],
+                               device, num_workers=cfg["num_workers"], progress=True)
+            if lfw.get("warning"):
+                print(f"LFW: {lfw['warning']}")
+        states = [rng_state()]
+        if world > 1:
+            states = [None] * world
+            dist.all_gather_object(states, rng_state())
+        if main_rank:
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss": stats["loss"],
+                   "triplet_loss": stats["triplet"], "ce_loss": stats["ce"], "accuracy": stats["accuracy"],
+                   "val_loss": val.get("loss", math.nan), "val_accuracy": val.get("accuracy", math.nan),
+                   "lfw_accuracy": lfw.get("accuracy_mean", math.nan), "lfw_std": lfw.get("accuracy_std", math.nan),
+                   "images_per_s": stats["images_per_s"], "seconds": time.perf_counter() - began}
+            best = save_epoch(cfg, model, optimizer, precision, history, row, best, states, annotation.num_classes)
+        if world > 1:
+            dist.barrier()
+    if main_rank and best is not None:
+        log(f"Best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}: "
+            f"{os.path.join(cfg['save_dir'], 'best_epoch_weights.pth')}; history in {run_dir}")
+    if last < cfg["Epoch"]:
+        log(f"Stopped after epoch {last} (run_epochs); continue with --resume "
+            f"{os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}")
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, history: History, row: dict,
+               best: dict | None, states: list, num_classes: int) -> dict:
+    """Write the history, the weights files and the resume checkpoint of one epoch; return the best so far."""
+    epoch = row["epoch"]
+    history.append(row)
+    print(f"Epoch {epoch}/{cfg['Epoch']}: loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+          f"accuracy {row['accuracy']:.4f}  LFW accuracy {row['lfw_accuracy']:.4f}+-{row['lfw_std']:.4f}  "
+          f"{row['images_per_s']:.1f} img/s  {row['seconds']:.0f} s")
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_dir = cfg["save_dir"]
+    if epoch % cfg["save_period"] == 0 or epoch == cfg["Epoch"]:
+        name = "ep%03d-loss%.3f-val_loss%.3f.pth" % (epoch, row["loss"], row["val_loss"])
+        save_atomic(weights, os.path.join(save_dir, name))
+    metric, higher = ("lfw_accuracy", True) if math.isfinite(row["lfw_accuracy"]) else \
+        ("val_loss", False) if math.isfinite(row["val_loss"]) else ("loss", False)
+    value = row[metric]
+    if best is None or best["metric"] != metric or (value > best["value"] if higher else value < best["value"]):
+        best = {"metric": metric, "value": value, "epoch": epoch}
+        save_atomic(weights, os.path.join(save_dir, "best_epoch_weights.pth"))
+    save_atomic(weights, os.path.join(save_dir, "last_epoch_weights.pth"))
+    save_atomic({"model": weights, "optimizer": optimizer.state_dict(),
+                 "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+                 "epoch": epoch - 1, "rng": states, "settings": dict(cfg), "history": history.rows,
+                 "best": best, "run_dir": history.run_dir, "num_classes": num_classes},
+                os.path.join(save_dir, "last_checkpoint.pth"))
+    return best
+
+
+def main() -> None:
+    cfg = settings_of(globals())
+    try:
+        train(cfg)
+    except (AnnotationError, TrainingError, CheckpointError, ImageError) as err:
+        sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted; continue with --resume {os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}")
+
+
+if __name__ == "__main__":
+    configure(globals())
+    main()

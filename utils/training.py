@@ -1,0 +1,358 @@
+"""Losses, learning-rate schedule, optimiser, one training epoch, history and the resume state.
+
+The loss is the original's: triplet loss on L2-normalised embeddings (averaged over the triplets that
+violate the margin) plus cross-entropy of the classifier. Batch mining ("semihard", "hard") is an
+option for identity-balanced (PK) batches. Learning-rate rules copy the original's
+``get_lr_scheduler`` and its batch-size-adaptive scaling.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from utils.checkpoint import write_text_atomic
+
+MINING = ("none", "semihard", "hard")
+DIST_EPS = 1e-12
+
+
+class TrainingError(ValueError):
+    """Training cannot go on (bad setting, NaN loss); the message is one line saying what to do."""
+
+
+# ----------------------------------------------------------------------------- losses
+
+def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Euclidean distance; the sqrt never sees 0, so its gradient stays finite."""
+    return (a - b).pow(2).sum(-1).clamp_min(DIST_EPS).sqrt()
+
+
+def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    """(N, N) Euclidean distance matrix of the rows of ``x``."""
+    squared = x.pow(2).sum(1)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * x @ x.T
+    return d2.clamp_min(DIST_EPS).sqrt()
+
+
+def mean_of_violations(losses: torch.Tensor) -> torch.Tensor:
+    """Average of the positive entries (triplets that violate the margin); zero when there are none."""
+    losses = losses.clamp_min(0)
+    return losses.sum() / (losses > 0).sum().clamp_min(1)
+
+
+def triplet_loss(embeddings: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """The original's loss for a batch laid out as [anchors; positives; negatives]."""
+    anchor, positive, negative = embeddings.chunk(3)
+    return mean_of_violations(distance(anchor, positive) - distance(anchor, negative) + margin)
+
+
+def mined_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
+                       mining: str = "hard") -> torch.Tensor:
+    """Triplet loss with triplets mined inside the batch from the distance matrix.
+
+    "hard": per anchor, its farthest positive and nearest negative (batch-hard).
+    "semihard": FaceNet's rule, per (anchor, positive) pair the nearest negative with
+    d(a,p) < d(a,n) < d(a,p) + margin, or the nearest negative of all when none is semi-hard.
+    """
+    d = pairwise_distances(embeddings.float())
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    negative = ~same
+    inf = torch.tensor(float("inf"), device=d.device)
+    nearest_negative = torch.where(negative, d, inf).min(1).values
+    has_negative = negative.any(1)
+    if mining == "hard":
+        farthest_positive = torch.where(positive, d, -inf).max(1).values
+        keep = positive.any(1) & has_negative
+        return mean_of_violations((farthest_positive - nearest_negative + margin)[keep])
+    if mining != "semihard":
+        raise TrainingError(f"mining must be one of {', '.join(MINING)}, not {mining!r}")
+    d_ap = d[:, :, None]
+    d_an = d[:, None, :]
+    semihard = negative[:, None, :] & (d_an > d_ap) & (d_an < d_ap + margin)
+    chosen = torch.where(semihard, d_an, inf).min(2).values
+    chosen = torch.where(semihard.any(2), chosen, nearest_negative[:, None])
+    keep = positive & has_negative[:, None]
+    return mean_of_violations((d - chosen + margin)[keep])
+
+
+@dataclass
+class Criterion:
+    """Total loss = triplet_weight * triplet loss + ce_weight * cross-entropy of the classifier."""
+
+    margin: float = 0.2
+    mining: str = "none"
+    triplet_weight: float = 1.0
+    ce_weight: float = 1.0
+
+    def __call__(self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                 mining: str | None = None) -> dict[str, torch.Tensor]:
+        mining = self.mining if mining is None else mining
+        embeddings = embeddings.float()
+        if mining == "none":
+            triplet = triplet_loss(embeddings, self.margin)
+        else:
+            triplet = mined_triplet_loss(embeddings, labels, self.margin, mining)
+        ce = F.cross_entropy(logits.float(), labels)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return {"loss": self.triplet_weight * triplet + self.ce_weight * ce,
+                "triplet": triplet, "ce": ce, "accuracy": accuracy}
+
+
+# ----------------------------------------------------------------------------- learning rate, optimiser
+
+def fit_lr(batch_size: int, init_lr: float, min_lr: float, optimizer_type: str) -> tuple[float, float]:
+    """The original's batch-size-adaptive learning rates (nominal batch size 64, clamped per optimiser)."""
+    nbs = 64
+    lr_max = 1e-3 if optimizer_type == "adam" else 1e-1
+    lr_min = 3e-4 if optimizer_type == "adam" else 5e-4
+    init_fit = min(max(batch_size / nbs * init_lr, lr_min), lr_max)
+    min_fit = min(max(batch_size / nbs * min_lr, lr_min * 1e-2), lr_max * 1e-2)
+    return init_fit, min_fit
+
+
+def warm_cos_lr(lr: float, min_lr: float, total: int, warmup: float, warmup_start: float, tail: float,
+                it: int) -> float:
+    if it <= warmup:
+        return (lr - warmup_start) * (it / float(warmup)) ** 2 + warmup_start
+    if it >= total - tail:
+        return min_lr
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * (it - warmup) / (total - warmup - tail)))
+
+
+def step_lr(lr: float, decay_rate: float, step_size: float, it: int) -> float:
+    return lr * decay_rate ** (it // step_size)
+
+
+def lr_scheduler(lr_decay_type: str, lr: float, min_lr: float, total_iters: int,
+                 warmup_iters_ratio: float = 0.1, warmup_lr_ratio: float = 0.1,
+                 no_aug_iter_ratio: float = 0.3, step_num: int = 10) -> Callable[[int], float]:
+    """Learning rate as a function of the epoch, as the original's ``get_lr_scheduler`` (same defaults).
+
+    "cos": quadratic warm-up over min(max(0.1 * total, 1), 3) epochs from 0.1 * lr, cosine decay, then
+    min_lr for the last min(max(0.3 * total, 1), 15) epochs. "step": ten equal steps from lr to min_lr.
+    """
+    if lr_decay_type == "cos":
+        warmup = min(max(warmup_iters_ratio * total_iters, 1), 3)
+        warmup_start = max(warmup_lr_ratio * lr, 1e-6)
+        tail = min(max(no_aug_iter_ratio * total_iters, 1), 15)
+        return partial(warm_cos_lr, lr, min_lr, total_iters, warmup, warmup_start, tail)
+    if lr_decay_type == "step":
+        step_size = total_iters / step_num
+        if step_size < 1:
+            raise TrainingError(f"lr_decay_type 'step' needs Epoch >= {step_num}; use --lr_decay_type cos")
+        return partial(step_lr, lr, (min_lr / lr) ** (1 / (step_num - 1)), step_size)
+    raise TrainingError(f"lr_decay_type must be 'cos' or 'step', not {lr_decay_type!r}")
+
+
+def make_optimizer(params: Iterable[nn.Parameter], optimizer_type: str, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """Adam with betas (momentum, 0.999), or SGD with Nesterov momentum, as the original."""
+    if optimizer_type == "adam":
+        return torch.optim.Adam(params, lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    if optimizer_type == "sgd":
+        return torch.optim.SGD(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    raise TrainingError(f"optimizer_type must be 'adam' or 'sgd', not {optimizer_type!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+@dataclass
+class Precision:
+    """Autocast dtype (None: float32) and the fp16 gradient scaler (None unless fp16 on CUDA)."""
+
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+
+def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 pixels / 255 on ``device``, the values of ``utils.image.to_tensor``."""
+    images = images.to(device, non_blocking=True)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return images.contiguous(memory_format=fmt).float().div_(255.0)
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_mean(values: torch.Tensor) -> torch.Tensor:
+    """Average a small tensor over all ranks (identity without torch.distributed)."""
+    if world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= world_size()
+    return values
+
+
+KEYS = ("loss", "triplet", "ce", "accuracy")
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, criterion: Criterion,
+                    device: torch.device, precision: Precision, channels_last: bool, desc: str,
+                    progress: bool = True) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean loss, triplet loss, CE loss, accuracy and images/s.
+
+    Losses are averaged over ranks every step, so a NaN or infinite loss stops every rank at once.
+    """
+    model.train()
+    totals = torch.zeros(len(KEYS), dtype=torch.float64)
+    seen, steps, start = 0, 0, time.perf_counter()
+    bar = tqdm(total=len(loader), desc=desc, disable=not progress, mininterval=0.5, dynamic_ncols=True)
+    for images, labels in loader:
+        images, labels = to_input(images, device, channels_last), labels.to(device, non_blocking=True)
+        with precision.autocast(device):
+            embeddings, logits = model(images)
+        losses = criterion(embeddings, logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(losses["loss"]).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            losses["loss"].backward()
+            optimizer.step()
+        values = all_mean(torch.stack([losses[k].detach() for k in KEYS]).to(torch.float64)).cpu()
+        if not torch.isfinite(values[0]):
+            bar.close()
+            raise TrainingError(f"{desc}: the loss became {values[0].item()} at step {steps + 1}; training "
+                                "stopped (the last saved checkpoint is intact): lower --Init_lr or use fp32")
+        totals += values
+        steps += 1
+        seen += len(labels) * world_size()
+        mean = totals / steps
+        bar.set_postfix(loss=f"{mean[0]:.3f}", triplet=f"{mean[1]:.3f}", ce=f"{mean[2]:.3f}",
+                        acc=f"{mean[3]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                        img_s=f"{seen / (time.perf_counter() - start):.1f}", refresh=False)
+        bar.update(1)
+    bar.close()
+    result = {k: (totals[i] / max(steps, 1)).item() for i, k in enumerate(KEYS)}
+    result["images_per_s"] = seen / max(time.perf_counter() - start, 1e-9)
+    return result
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: Iterable, criterion: Criterion, device: torch.device,
+             precision: Precision, channels_last: bool) -> dict[str, float]:
+    """Mean loss and accuracy over the fixed validation triplets of every rank (weighted by batch size)."""
+    model.eval()
+    totals = torch.zeros(len(KEYS) + 1, dtype=torch.float64)
+    for images, labels in loader:
+        images, labels = to_input(images, device, channels_last), labels.to(device)
+        with precision.autocast(device):
+            embeddings, logits = model(images)
+        losses = criterion(embeddings, logits, labels, mining="none")
+        n = len(labels)
+        totals += torch.tensor([losses[k].item() * n for k in KEYS] + [n], dtype=torch.float64)
+    totals = all_mean(totals)
+    if totals[-1] == 0:
+        return {}
+    return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(KEYS)}
+
+
+# ----------------------------------------------------------------------------- history
+
+HISTORY_FIELDS = ("epoch", "lr", "loss", "triplet_loss", "ce_loss", "accuracy", "val_loss", "val_accuracy",
+                  "lfw_accuracy", "lfw_std", "images_per_s", "seconds")
+
+
+class History:
+    """Per-epoch metrics of a run: ``history.csv`` and ``history.png`` in the run folder, rewritten every
+    epoch (atomically), plus TensorBoard scalars when ``torch.utils.tensorboard`` imports."""
+
+    def __init__(self, run_dir: str, rows: list[dict] | None = None) -> None:
+        self.run_dir, self.rows = run_dir, list(rows or [])
+        os.makedirs(run_dir, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(run_dir)
+        except ImportError:
+            self.writer = None
+
+    def append(self, row: dict) -> None:
+        self.rows.append({k: row.get(k, float("nan")) for k in HISTORY_FIELDS})
+        text = io.StringIO()
+        out = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        out.writeheader()
+        out.writerows(self.rows)
+        write_text_atomic(os.path.join(self.run_dir, "history.csv"), text.getvalue())
+        self.plot(os.path.join(self.run_dir, "history.png"))
+        if self.writer is not None:
+            for key, value in self.rows[-1].items():
+                if key != "epoch" and isinstance(value, float) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, int(row["epoch"]))
+            self.writer.flush()
+
+    def plot(self, path: str) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(10, 4))
+        FigureCanvasAgg(figure)
+        epochs = [r["epoch"] for r in self.rows]
+        for axis, keys, ylabel in zip(figure.subplots(1, 2), (("loss", "val_loss"),
+                                      ("accuracy", "val_accuracy", "lfw_accuracy")), ("loss", "accuracy")):
+            for key in keys:
+                values = [r[key] for r in self.rows]
+                if any(math.isfinite(v) for v in values):
+                    axis.plot(epochs, values, marker="o", markersize=3, label=key)
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(ylabel)
+            axis.grid(True)
+            axis.legend()
+        figure.tight_layout()
+        tmp = path + ".tmp"
+        figure.savefig(tmp, format="png", dpi=90)
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- resume state
+
+def rng_state() -> dict:
+    """torch (CPU and CUDA), numpy and Python RNG states, in a form ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
