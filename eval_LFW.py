@@ -91,7 +91,9 @@ def main() -> None:
           f"({result['images_per_second']:.1f} images/s); wall time {wall:.1f} s")
 
     save_roc_plot(result, png_save_path, title=f"LFW ROC, {backbone}, folds {fold_list}")
-    save_json({"threshold": result["threshold_mean"], **result, "wall_seconds": wall, "device": device,
+    # threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
+    save_json({"threshold": result["threshold_mean"], "input_shape": input_shape, **result,
+               "wall_seconds": wall, "device": device,
                "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)}, "settings": settings},
               json_save_path)
     print(f"Saved {png_save_path} and {json_save_path}")

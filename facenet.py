@@ -26,6 +26,8 @@ from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
 # Distance below which two L2-normalised 128-d FaceNet embeddings are taken as one person when the
 # weights come without a threshold measured by eval_LFW.py; 1.1 is the usual value for such models.
 FALLBACK_THRESHOLD = 1.1
+# Network input when neither the caller nor the weights' JSON gives one: the original's.
+DEFAULT_INPUT_SHAPE = [160, 160, 3]
 # Marks a PIL image that ``Facenet.face`` already aligned, so that aligning is never applied twice.
 ALIGNED_KEY = "facenet_aligned"
 # Alignment of raw photos, the same as align_dataset.py applies to the training data.
@@ -36,24 +38,26 @@ DETECTOR_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mod
 ImageInput = Union[str, os.PathLike, Image.Image]
 
 
-def threshold_path(model_path: str) -> str:
-    """Where the threshold of ``model_path`` is looked for: the JSON of eval_LFW.py saved as the same name
-    with ``.json``."""
+def sidecar_path(model_path: str) -> str:
+    """Where the numbers that travel with ``model_path`` are looked for: the JSON of eval_LFW.py saved
+    under the same name with ``.json`` (its ``threshold`` and ``input_shape`` are used)."""
     return os.path.splitext(model_path)[0] + ".json"
 
 
-def read_threshold(model_path: str) -> float | None:
-    """The threshold stored beside ``model_path``, or None when there is no such file."""
-    path = threshold_path(model_path)
+def read_sidecar(model_path: str) -> dict:
+    """The JSON stored beside ``model_path``, or {} when there is no such file."""
+    path = sidecar_path(model_path)
     if not os.path.isfile(path):
-        return None
+        return {}
     try:
         with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)["threshold"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{path}: no readable \"threshold\" in it; run eval_LFW.py again "
-                              "or set --threshold") from None
-    return check_threshold(value, path)
+            data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        raise CheckpointError(f"{path}: not a readable JSON object; run eval_LFW.py again, "
+                              "or delete it and set --threshold") from None
+    return data
 
 
 def check_threshold(value: object, source: str) -> float:
@@ -91,8 +95,9 @@ class Facenet:
     _defaults = {
         # Trained weights: the released file, or your own from logs/ after train.py.
         "model_path": "model_data/facenet_mobilenet.pth",
-        # Network input [height, width, channels]; must match training.
-        "input_shape": [160, 160, 3],
+        # Network input [height, width, channels]; must match training. None: the input_shape stored
+        # beside the weights (<model_path without extension>.json), else [160, 160, 3].
+        "input_shape": None,
         # "mobilenet" or "inception_resnetv1"; must match the weights.
         "backbone": "mobilenet",
         # Resize keeping the aspect ratio, padding with grey (as in training).
@@ -131,18 +136,21 @@ class Facenet:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+        sidecar = read_sidecar(self.model_path)
+        if self.input_shape is None:
+            self.input_shape = list(sidecar.get("input_shape") or DEFAULT_INPUT_SHAPE)
         if self.threshold is not None:
             self.threshold = check_threshold(self.threshold, "--threshold")
             self.threshold_source = "setting"
+        elif "threshold" in sidecar:
+            self.threshold = check_threshold(sidecar["threshold"], sidecar_path(self.model_path))
+            self.threshold_source = sidecar_path(self.model_path)
         else:
-            self.threshold = read_threshold(self.model_path)
-            self.threshold_source = threshold_path(self.model_path)
-            if self.threshold is None:
-                print(f"note: no threshold given and {self.threshold_source} does not exist; using "
-                      f"{FALLBACK_THRESHOLD} (typical for 128-d FaceNet embeddings). Run eval_LFW.py "
-                      "to measure one for these weights, or set --threshold")
-                self.threshold = FALLBACK_THRESHOLD
-                self.threshold_source = "fallback"
+            print(f"note: no threshold given and {sidecar_path(self.model_path)} has none; using "
+                  f"{FALLBACK_THRESHOLD} (typical for 128-d FaceNet embeddings). Run eval_LFW.py "
+                  "to measure one for these weights, or set --threshold")
+            self.threshold = FALLBACK_THRESHOLD
+            self.threshold_source = "fallback"
 
         self.detector = None
         if self.align:

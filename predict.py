@@ -6,7 +6,7 @@
 #------- settings (edit here or override as --name value) -------
 model_path = "model_data/facenet_mobilenet.pth"  # trained weights (or logs/<weights>.pth after train.py)
 backbone = "mobilenet"                           # "mobilenet" or "inception_resnetv1", as the weights
-input_shape = [160, 160, 3]                      # network input, as in training
+input_shape = None                               # network input as in training; None: from <model_path>.json, else 160,160,3
 letterbox_image = True                           # keep the aspect ratio when resizing
 cuda = True                                      # use the GPU if there is one
 threshold = None                                 # None: read from <model_path without .pth>.json

@@ -125,13 +125,24 @@ def test_cuda_falls_back_to_cpu_with_a_note(weights, capsys):
     assert "no GPU" in out and "device           cpu" in out
 
 
+def test_input_shape_travels_with_the_weights(tmp_path):
+    weights = make_weights(tmp_path)
+    assert Facenet(model_path=weights, cuda=False).input_shape == [160, 160, 3]
+    with open(os.path.splitext(weights)[0] + ".json", "w") as handle:
+        json.dump({"threshold": THRESHOLD, "input_shape": [112, 112, 3]}, handle)
+    model = Facenet(model_path=weights, cuda=False)
+    assert model.input_shape == [112, 112, 3]
+    assert model._inputs(["img/1_001.jpg"])[0].shape == (1, 3, 112, 112)
+    assert Facenet(model_path=weights, cuda=False, input_shape=[128, 128, 3]).input_shape == [128, 128, 3]
+
+
 def test_threshold_sources(weights, tmp_path, capsys):
     assert Facenet(model_path=weights, cuda=False).threshold == THRESHOLD
     assert Facenet(model_path=weights, cuda=False, threshold=1.25).threshold == 1.25
     bare = make_weights(tmp_path, threshold=None)
     capsys.readouterr()
     assert Facenet(model_path=bare, cuda=False).threshold == FALLBACK_THRESHOLD
-    assert "facenet_test.json does not exist" in capsys.readouterr().out
+    assert "facenet_test.json has none" in capsys.readouterr().out
     with open(tmp_path / "facenet_test.json", "w") as handle:
         handle.write("{not json")
     with pytest.raises(CheckpointError, match="facenet_test.json"):
