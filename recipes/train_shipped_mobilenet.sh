@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Rebuilds model_data/facenet_mobilenet.pth and its JSON from raw LFW and the CelebA subset, as shipped.
+# Usage: bash recipes/train_shipped_mobilenet.sh RAW_LFW_DIR RAW_CELEBA_DIR   (run from the repository root)
+# RAW_LFW_DIR holds LFW's <name>/<name>_NNNN.jpg (deep-funneled); RAW_CELEBA_DIR one folder per person.
+# Measured on a 2-core CPU (no GPU): alignment ~10 min, training ~70 min, evaluation ~1 min.
+set -euo pipefail
+raw_lfw=${1:?raw LFW folder}
+raw_celeba=${2:?raw CelebA folder}
+
+# 1. Align both datasets the same way (MTCNN, crop mode, 160x160, margin 32). LFW gets a centre crop for
+#    its single photo without a detected face, so that every evaluation pair has its images.
+python align_dataset.py --input_dir "$raw_lfw" --output_dir lfw --mode crop --image_size 160 --margin 32 \
+    --no_face centre
+python align_dataset.py --input_dir "$raw_celeba" --output_dir aligned/celeba --mode crop --image_size 160 \
+    --margin 32
+
+# 2. Training set: the CelebA subset + the LFW people of people.txt sets 1-7 (sets 8-10 stay unseen).
+python -m recipes.make_trainset --lfw_dir lfw --extra_dirs aligned/celeba --output_dir datasets
+python txt_annotation.py --datasets_path datasets
+
+# 3. Train (seed 11): SGD, identity-balanced batches (P people x 4 images) with semi-hard mining,
+#    light augmentation, 112x112 input, 42 epochs of cosine schedule. LFW sets 8-10 are scored after
+#    every epoch for the learning curve only: the shipped weights are the last epoch's, not the best.
+python train.py --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk --images_per_person 4 \
+    --mining semihard --augment True --batch_size 96 --Epoch 42 --tail_ratio 0.05 --num_workers 1 \
+    --input_shape 112,112,3 --lfw_folds 8,9,10 --lfw_dir_path lfw --save_dir logs/mobilenet_112
+
+# 4. Ship: plain state_dict of the last epoch, then its LFW numbers. The held-out evaluation (sets 8-10,
+#    people never seen in training) gives the threshold and input_shape that facenet.py reads from
+#    model_data/facenet_mobilenet.json; the all-sets evaluation includes people seen in training.
+cp logs/mobilenet_112/last_epoch_weights.pth model_data/facenet_mobilenet.pth
+python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --input_shape 112,112,3 --folds 8,9,10 \
+    --json_save_path model_data/facenet_mobilenet.json --png_save_path model_data/roc_heldout.png
+python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --input_shape 112,112,3 \
+    --json_save_path model_data/lfw_eval_all_folds.json --png_save_path model_data/roc_all_folds.png
