@@ -6,9 +6,9 @@ the decision threshold that travels with the weights, and optional MTCNN alignme
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from typing import Sequence, Union
 
 import matplotlib
@@ -19,7 +19,7 @@ from matplotlib.backends import BackendFilter, backend_registry
 from PIL import Image, ImageOps
 
 from nets.facenet import Facenet as FacenetNet
-from utils.checkpoint import CheckpointError, load_weights
+from utils.checkpoint import CheckpointError, load_weights, write_bytes_atomic
 from utils.config import print_settings
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
 
@@ -75,18 +75,9 @@ def is_interactive_backend() -> bool:
 
 def save_figure_atomic(figure: plt.Figure, path: str) -> None:
     """Save ``figure`` through a temporary file and a rename, in the format of the file's extension."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=os.path.splitext(path)[1].lstrip(".").lower() or "png")
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 class Facenet:

@@ -155,17 +155,22 @@ def save_atomic(obj: object, path: str) -> None:
         raise
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a text file (JSON, logs) through a temporary file and a rename."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write a file (JSON, PNG, logs) through a temporary file and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """``write_bytes_atomic`` for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))

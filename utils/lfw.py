@@ -10,7 +10,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils import verification
-from utils.checkpoint import write_text_atomic
+from utils.checkpoint import write_bytes_atomic, write_text_atomic
 from utils.image import ImageError, open_rgb, preprocess
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -278,14 +277,4 @@ def save_roc_plot(result: dict, path: str, title: str = "LFW ROC") -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(figure)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_bytes_atomic(path, buffer.getvalue())
