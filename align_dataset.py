@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from utils.config import configure, print_settings, settings_of
+from utils.config import configure, fail, print_settings, settings_of
 from utils.detect import DetectorError, FaceDetector, align_file
 from utils.image import is_image_file
 
@@ -138,11 +138,6 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
         write_failures(failures_path, failures)
     return Summary(len(images), aligned, kept, failures)
 
-
-def fail(message: object) -> None:
-    """Stop with one line on stderr and exit status 2 (a problem the user can fix)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main() -> None:

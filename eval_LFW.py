@@ -28,15 +28,10 @@ import torch
 
 from nets.facenet import Facenet
 from utils.checkpoint import CheckpointError, load_weights
-from utils.config import configure, print_settings, settings_of
+from utils.config import configure, fail, print_settings, settings_of
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_json, save_roc_plot
 
-
-def fail(message: str) -> None:
-    """Stop with one line on stderr and exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def sha256_of(path: str) -> str:

@@ -20,14 +20,9 @@ from PIL import Image
 
 from facenet import Facenet
 from utils.checkpoint import CheckpointError
-from utils.config import configure, settings_of
+from utils.config import configure, fail, settings_of
 from utils.image import ImageError
 
-
-def fail(message: object) -> None:
-    """Stop with one line on stderr and exit status 2 (a problem the user can fix)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def user_path(text: str) -> str:

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import ast
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 SETTING_TYPES = (bool, int, float, str, list, tuple, type(None))
+
+
+def fail(message: object) -> NoReturn:
+    """Stop with one line on stderr and exit status 2: a problem the user can fix."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def setting_names(namespace: dict) -> list[str]:
@@ -89,8 +95,7 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: int = 
         if len(plain) > positional:
             raise ValueError(f"unexpected argument {plain[positional]!r}; settings are given as --name value")
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err)
     return plain
 
 
