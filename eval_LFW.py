@@ -21,7 +21,6 @@ num_workers = 2                             # image decoding processes
 json_save_path = "model_data/lfw_eval.json"
 #------------------------------------------------------------------
 import hashlib
-import sys
 import time
 
 import torch
