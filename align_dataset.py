@@ -20,6 +20,7 @@ retry_failed = False              # True: try again the images an earlier run li
 no_face = "skip"                  # no face found: "skip" the image, or write a "centre" crop (listed all the same)
 #------------------------------------------------------------------
 import csv
+import io
 import multiprocessing
 import os
 import sys
@@ -29,6 +30,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
+from utils.checkpoint import write_text_atomic
 from utils.config import configure, fail, print_settings, settings_of
 from utils.detect import DetectorError, FaceDetector, align_file
 from utils.image import is_image_file
@@ -68,12 +70,11 @@ def read_failures(path: str) -> dict:
 
 def write_failures(path: str, failures: dict) -> None:
     """Write path,reason rows sorted by path, atomically."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(f"{path}.tmp", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reason"])
-        writer.writerows(sorted(failures.items()))
-    os.replace(f"{path}.tmp", path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "reason"])
+    writer.writerows(sorted(failures.items()))
+    write_text_atomic(path, text.getvalue())
 
 
 def _start_worker(options: dict) -> None:

@@ -10,6 +10,7 @@ Coordinates are continuous pixel coordinates: the image spans [0, width] x [0, h
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ from PIL import Image
 from torchvision.ops import batched_nms, nms, roi_align
 
 from nets.mtcnn import ONet, PNet, RNet
+from utils.checkpoint import write_bytes_atomic
 from utils.image import open_rgb
 
 # ArcFace's five-landmark template for 112x112 crops (eyes, nose tip, mouth corners).
@@ -303,8 +305,7 @@ def align_file(detector: FaceDetector, src: str, dst: str, mode: str = "crop", i
             return "no face found"
         face = align_face(image, centre_face(image.size), "crop", image_size, margin)
         reason = "no face found; centre crop written"
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    tmp = f"{dst}.tmp"
-    face.save(tmp, "JPEG", quality=quality)
-    os.replace(tmp, dst)
+    buffer = io.BytesIO()
+    face.save(buffer, "JPEG", quality=quality)
+    write_bytes_atomic(dst, buffer.getvalue())
     return reason

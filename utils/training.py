@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from utils.checkpoint import write_text_atomic
+from utils.checkpoint import write_bytes_atomic, write_text_atomic
 
 MINING = ("none", "semihard", "hard")
 DIST_EPS = 1e-12
@@ -326,9 +326,9 @@ class History:
             axis.grid(True)
             axis.legend()
         figure.tight_layout()
-        tmp = path + ".tmp"
-        figure.savefig(tmp, format="png", dpi=90)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90)
+        write_bytes_atomic(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- resume state
