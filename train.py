@@ -42,8 +42,15 @@ sampler = "triplet"             # triplet: B/3 random triplets (original) | pk: 
 images_per_person = 4           # K of the pk sampler
 mining = "none"                 # none: the sampled triplets | semihard | hard: mined in the batch
 margin = 0.2                    # triplet-loss margin
+free_images = 0                 # pk: images per batch drawn from all images (single-image people too)
 triplet_weight = 1.0
 ce_weight = 1.0
+classifier_loss = "softmax"     # softmax (original) | arcface | cosface: margin softmax on cosines
+cls_scale = 32.0                # arcface / cosface: scale s of the cosines
+cls_margin = 0.5                # arcface: angular margin m (radians); cosface: cosine margin (e.g. 0.35)
+teacher_path = ""               # teacher file of recipes/teacher_embeddings.py; "" = no distillation
+distill_weight = 1.0            # weight of 1 - cos(student, teacher) (with teacher_path)
+distill_pair_weight = 0.0       # weight of the in-batch similarity mismatch to the teacher
 letterbox_image = True          # keep the aspect ratio with grey padding; False = plain resize
 augment = False                 # light augmentation (scale, shift, rotation, colour) on top of the flip
 val_split = 0.01                # share of images held out for the validation loss
@@ -72,16 +79,19 @@ from utils.config import configure, print_settings, settings_of
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
                               ValidationBatchSampler, check_trainable, collate, read_annotation,
                               split_train_val, validation_triplets)
+from utils.distill import TeacherError, teacher_for
 from utils.image import ImageError
-from utils.training import (Criterion, History, Precision, TrainingError, fit_lr, lr_scheduler,
-                            make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
+from utils.training import (Criterion, History, Precision, TrainingError, fit_lr,
+                            lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
 
 
 def check_settings(cfg: dict, world: int) -> None:
     """Raise TrainingError for settings that cannot work, before anything is loaded."""
+    from utils.training import CLASSIFIER_LOSSES  # imported here: a module-level tuple would be a setting
     choices = {"optimizer_type": ("adam", "sgd"), "lr_decay_type": ("cos", "step"), "sampler": ("triplet", "pk"),
-               "mining": ("none", "semihard", "hard"), "backbone": ("mobilenet", "inception_resnetv1")}
+               "mining": ("none", "semihard", "hard"), "backbone": ("mobilenet", "inception_resnetv1"),
+               "classifier_loss": CLASSIFIER_LOSSES}
     for name, allowed in choices.items():
         if cfg[name] not in allowed:
             raise TrainingError(f"--{name} must be one of {', '.join(allowed)}, not {cfg[name]!r}")
@@ -90,15 +100,22 @@ def check_settings(cfg: dict, world: int) -> None:
     if cfg["sampler"] == "pk":
         if cfg["mining"] == "none":
             raise TrainingError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
-        if cfg["batch_size"] % (cfg["images_per_person"] * world):
-            raise TrainingError(f"batch_size {cfg['batch_size']} must be a multiple of images_per_person "
-                                f"{cfg['images_per_person']} x {world} processes")
+        if cfg["batch_size"] % world or not 0 <= cfg["free_images"] < cfg["batch_size"] // world or \
+                (cfg["batch_size"] // world - cfg["free_images"]) % cfg["images_per_person"]:
+            raise TrainingError(f"batch_size {cfg['batch_size']} over {world} process(es) must give per process "
+                                f"free_images {cfg['free_images']} plus a multiple of images_per_person "
+                                f"{cfg['images_per_person']}")
+    elif cfg["free_images"]:
+        raise TrainingError("free_images needs --sampler pk")
     if cfg["Min_lr"] is not None and not isinstance(cfg["Min_lr"], (int, float)):
         raise TrainingError(f"--Min_lr takes a number, not {cfg['Min_lr']!r}")
     if cfg["input_shape"][2] != 3:
         raise TrainingError("input_shape must end in 3 channels (RGB), e.g. 160,160,3")
     if not 0 <= cfg["val_split"] < 1:
         raise TrainingError(f"val_split must be in [0, 1), not {cfg['val_split']}")
+    for name in ("distill_weight", "distill_pair_weight", "cls_scale", "cls_margin"):
+        if cfg[name] < 0:
+            raise TrainingError(f"--{name} must be at least 0, not {cfg[name]}")
     if cfg["Epoch"] <= cfg["Init_Epoch"] or cfg["save_period"] < 1:
         raise TrainingError("Epoch must exceed Init_Epoch, and save_period must be at least 1")
 
@@ -131,7 +148,8 @@ def load_lfw(cfg: dict):
 
 
 def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> Facenet:
-    model = Facenet(cfg["backbone"], num_classes=num_classes, mode="train")
+    model = Facenet(cfg["backbone"], num_classes=num_classes, mode="train",
+                    cosine_classifier=cfg["classifier_loss"] != "softmax")
     if checkpoint is not None:
         if checkpoint["num_classes"] != num_classes:
             raise TrainingError(f"{cfg['resume']}: was trained on {checkpoint['num_classes']} classes but "
@@ -182,6 +200,8 @@ def train(cfg: dict) -> None:
     train_index = PersonIndex(annotation.labels, train_idx)
     check_trainable(train_index, len(train_idx), cfg["batch_size"])
     lfw_pairs = load_lfw(cfg) if cfg["lfw_eval_flag"] else None
+    teacher = teacher_for(cfg["teacher_path"], annotation.paths, cfg["annotation_path"], 128) \
+        if cfg["teacher_path"] else None
 
     if main_rank:
         print("Settings:")
@@ -217,12 +237,14 @@ def train(cfg: dict) -> None:
         precision = Precision(torch.bfloat16)
     elif cfg["fp16"]:
         log("note: fp16 needs CUDA; training in float32 (on a CPU with bfloat16 support use --bf16 True)")
-    criterion = Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"])
+    criterion = Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"],
+                          cfg["classifier_loss"], cfg["cls_scale"], cfg["cls_margin"], teacher,
+                          cfg["distill_weight"], cfg["distill_pair_weight"])
 
     dataset = FaceDataset(annotation, cfg["input_shape"], cfg["letterbox_image"], cfg["augment"])
     if cfg["sampler"] == "pk":
         batches = PKBatchSampler(train_index, per_rank, cfg["images_per_person"], num_batches, cfg["seed"],
-                                 rank, world)
+                                 rank, world, cfg["free_images"] // world)
     else:
         batches = TripletBatchSampler(train_index, per_rank, num_batches, cfg["seed"], rank, world)
     loader = make_loader(dataset, batches, cfg, device.type == "cuda")
@@ -275,7 +297,8 @@ def train(cfg: dict) -> None:
             dist.all_gather_object(states, rng_state())
         if main_rank:
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss": stats["loss"],
-                   "triplet_loss": stats["triplet"], "ce_loss": stats["ce"], "accuracy": stats["accuracy"],
+                   "triplet_loss": stats["triplet"], "ce_loss": stats["ce"], "distill_loss": stats["distill"],
+                   "accuracy": stats["accuracy"],
                    "val_loss": val.get("loss", math.nan), "val_accuracy": val.get("accuracy", math.nan),
                    "lfw_accuracy": lfw.get("accuracy_mean", math.nan), "lfw_std": lfw.get("accuracy_std", math.nan),
                    "images_per_s": stats["images_per_s"], "seconds": time.perf_counter() - began}
@@ -324,7 +347,7 @@ def main() -> None:
     cfg = settings_of(globals())
     try:
         train(cfg)
-    except (AnnotationError, TrainingError, CheckpointError, ImageError) as err:
+    except (AnnotationError, TrainingError, CheckpointError, ImageError, TeacherError) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:
         sys.exit(f"interrupted; continue with --resume {os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}")

@@ -54,7 +54,7 @@ def timed(batches, step, count: int) -> float:
         step(*next(batches))
     start, seen = time.perf_counter(), 0
     for _ in range(count):
-        images, labels = next(batches)
+        images, labels, _ = next(batches)
         step(images, labels)
         seen += len(labels)
     return seen / (time.perf_counter() - start)

@@ -15,12 +15,15 @@ class Facenet(nn.Module):
     """FaceNet head on a MobileNetV1 or Inception-ResNet-V1 backbone.
 
     In ``train`` mode the forward returns (L2-normalised embedding, class logits); the classifier
-    reads the embedding before normalisation. In ``predict`` mode it returns the embedding only.
+    reads the embedding before normalisation, or with ``cosine_classifier`` gives the cosines between
+    the normalised embedding and its normalised weight rows (for a margin softmax; same parameters, so
+    checkpoints keep one key layout). In ``predict`` mode it returns the embedding only.
     Parameter names match the original repository's released weights.
     """
 
     def __init__(self, backbone: str = "mobilenet", dropout_keep_prob: float = 0.5,
-                 embedding_size: int = 128, num_classes: int | None = None, mode: str = "train") -> None:
+                 embedding_size: int = 128, num_classes: int | None = None, mode: str = "train",
+                 cosine_classifier: bool = False) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unsupported backbone {backbone!r}; use one of {', '.join(BACKBONES)}")
@@ -35,7 +38,7 @@ class Facenet(nn.Module):
         self.Dropout = nn.Dropout(1 - dropout_keep_prob)
         self.Bottleneck = nn.Linear(net.out_channels, embedding_size, bias=False)
         self.last_bn = nn.BatchNorm1d(embedding_size, eps=1e-3, momentum=0.1)
-        self.mode = mode
+        self.mode, self.cosine_classifier = mode, cosine_classifier
         if mode == "train":
             self.classifier = nn.Linear(embedding_size, num_classes)
 
@@ -53,4 +56,6 @@ class Facenet(nn.Module):
         embedding = F.normalize(features, p=2, dim=1)
         if self.mode == "predict":
             return embedding
+        if self.cosine_classifier:
+            return embedding, F.linear(embedding, F.normalize(self.classifier.weight, dim=1))
         return embedding, self.classifier(features)

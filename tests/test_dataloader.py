@@ -82,7 +82,7 @@ def test_workers_decode_the_batches_the_sampler_drew(annotation):
     sampler = TripletBatchSampler(index, 6, 4, seed=1)
     batches = list(sampler)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=2, collate_fn=collate)
-    labels = [labels for _, labels in loader]
+    labels = [labels for _, labels, _ in loader]
     assert len(labels) == 4  # each batch once: workers never repeat one another
     for got, items in zip(labels, batches):
         assert got.tolist() == [int(annotation.labels[i]) for i, _ in items]
@@ -107,6 +107,20 @@ def test_pk_batches():
     assert list(ranks[0]) != list(ranks[1])
     with pytest.raises(AnnotationError, match="images_per_person"):
         PKBatchSampler(index, 10, 4, 1, seed=0)
+
+
+def test_pk_free_images_bring_in_single_image_people():
+    index = PersonIndex(LABELS)
+    sampler = PKBatchSampler(index, 10, 4, 200, seed=3, free_images=2)
+    batches = list(sampler)
+    assert all(len(b) == 10 for b in batches)
+    free = [int(LABELS[i]) for b in batches for i, _ in b[8:]]
+    assert {2, 5} & set(free)  # the one-image people now appear
+    assert all(len({int(LABELS[i]) for i, _ in b[:8]}) == 2 for b in batches)
+    with pytest.raises(AnnotationError, match="free_images"):
+        PKBatchSampler(index, 8, 4, 1, seed=0, free_images=8)
+    with pytest.raises(AnnotationError, match="images_per_person"):
+        PKBatchSampler(index, 8, 4, 1, seed=0, free_images=1)
 
 
 def test_split_and_size_checks_work_for_tiny_datasets():
@@ -134,7 +148,8 @@ def test_validation_triplets_are_fixed_and_valid():
 
 def test_dataset_pixels_match_preprocess_and_augmentation_is_seeded(annotation):
     dataset = FaceDataset(annotation, [112, 96, 3], letterbox=True, augment=True)
-    images, labels = collate([dataset[(0, -1)], dataset[(5, -1)]])
+    images, labels, views = collate([dataset[(0, -1)], dataset[(5, -1)]])
+    assert views.tolist() == [0, 10]  # 2 * index + flipped, never flipped without a seed
     assert images.shape == (2, 3, 112, 96) and images.dtype == torch.uint8
     assert images.is_contiguous(memory_format=torch.channels_last)
     x = to_input(images, torch.device("cpu"), channels_last=True)
@@ -142,9 +157,11 @@ def test_dataset_pixels_match_preprocess_and_augmentation_is_seeded(annotation):
     assert labels.tolist() == [int(annotation.labels[0]), int(annotation.labels[5])]
     a, b, c = dataset[(3, 42)][0], dataset[(3, 42)][0], dataset[(3, 43)][0]
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    flips = [np.array_equal(FaceDataset(annotation, [64, 64, 3], True)[(3, s)][0][:, ::-1],
-                            FaceDataset(annotation, [64, 64, 3], True)[(3, -1)][0]) for s in range(20)]
+    plain = FaceDataset(annotation, [64, 64, 3], True)
+    items = [plain[(3, s)] for s in range(20)]
+    flips = [np.array_equal(image[:, ::-1], plain[(3, -1)][0]) for image, _, _ in items]
     assert 3 < sum(flips) < 17  # about half the items are mirrored
+    assert [view for _, _, view in items] == [6 + f for f in flips]  # the view says which
 
 
 def test_unreadable_image_is_replaced_and_reported_once(tmp_path, capsys):
@@ -158,6 +175,6 @@ def test_unreadable_image_is_replaced_and_reported_once(tmp_path, capsys):
     dataset = FaceDataset(annotation, [32, 32, 3], letterbox=True)
     bad = annotation.paths.index(str(broken))
     for seed in range(3):
-        image, label = dataset[(bad, seed)]
+        image, label, _ = dataset[(bad, seed)]
         assert image.shape == (32, 32, 3) and label == annotation.labels[bad]
     assert capsys.readouterr().out.count("warning:") == 1

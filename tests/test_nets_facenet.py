@@ -65,3 +65,15 @@ def test_classifier_reads_embedding_before_normalisation():
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         Facenet(**kwargs)
+
+
+def test_cosine_classifier_keeps_the_key_layout_and_gives_cosines():
+    plain = Facenet("mobilenet", num_classes=7, mode="train")
+    cosine = Facenet("mobilenet", num_classes=7, mode="train", cosine_classifier=True)
+    assert [(k, v.shape) for k, v in plain.state_dict().items()] == \
+        [(k, v.shape) for k, v in cosine.state_dict().items()]
+    cosine.eval()
+    with torch.no_grad():
+        embedding, logits = cosine(torch.rand(2, 3, 64, 64))
+        weight = torch.nn.functional.normalize(cosine.classifier.weight, dim=1)
+    assert torch.allclose(logits, embedding @ weight.T, atol=1e-6) and logits.abs().max() <= 1 + 1e-6

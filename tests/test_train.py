@@ -83,6 +83,43 @@ def test_pk_sampler_with_mining_and_augmentation_trains(data, tmp_path):
     assert [f[:10] for f in sorted(os.listdir(tmp_path)) if f.startswith("ep")] == ["ep001-loss", "ep002-loss"]
 
 
+def fake_teacher(data, path, skip: int = 0) -> str:
+    """A teacher file of random 128-d descriptors for the annotated images, without the first ``skip``."""
+    import numpy as np
+    from utils.dataloader import read_annotation
+    from utils.distill import save_teacher, teacher_key
+    annotation = str(data / "cls_train.txt")
+    keys = [teacher_key(p, annotation) for p in read_annotation(annotation).paths][skip:]
+    save_teacher(str(path), keys, np.random.default_rng(0).normal(size=(len(keys), 2, 128)), [])
+    return str(path)
+
+
+@pytest.mark.slow
+def test_distillation_with_margin_softmax_and_free_images_trains(data, tmp_path):
+    teacher = fake_teacher(data, tmp_path / "teacher.npz")
+    result = run(data, "--Epoch", "2", "--save_dir", str(tmp_path / "logs"), "--sampler", "pk",
+                 "--images_per_person", "2", "--batch_size", "8", "--free_images", "2", "--mining", "semihard",
+                 "--lfw_eval_flag", "False", "--optimizer_type", "sgd", "--Init_lr", "1e-2",
+                 "--classifier_loss", "arcface", "--teacher_path", teacher, "--distill_weight", "5",
+                 "--distill_pair_weight", "1")
+    assert "Epoch 2/2: loss" in result.stdout
+    run_dir = next((tmp_path / "logs").glob("loss_*"))
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(0 < float(r["distill_loss"]) <= 2 for r in rows)  # random teacher: far from the student
+    weights = torch.load(tmp_path / "logs" / "last_epoch_weights.pth", weights_only=True)
+    assert "classifier.weight" in weights and "classifier.bias" in weights  # the original key layout
+
+
+def test_teacher_without_every_image_stops_before_training(data, tmp_path):
+    teacher = fake_teacher(data, tmp_path / "partial.npz", skip=2)
+    result = run(data, "--Epoch", "1", "--save_dir", str(tmp_path / "logs"), "--lfw_eval_flag", "False",
+                 "--teacher_path", teacher, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "2 of 24 training images have no teacher entry (first: " in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
 def config(**overrides):
     """train.py's settings as a dict, with small defaults for in-process runs."""
     import train
@@ -119,14 +156,20 @@ def test_resume_ends_with_the_same_weights(data, tmp_path, monkeypatch):
     ({"sampler": "pk", "mining": "none"}, "--mining semihard"),
     ({"batch_size": 8}, "multiple of 3"),
     ({"resume": "nothing.pth"}, "no such checkpoint"),
+    ({"classifier_loss": "sphereface"}, "classifier_loss must be one of"),
+    ({"free_images": 3}, "free_images needs --sampler pk"),
+    ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "free_images": 3}, "plus a multiple of"),
+    ({"distill_weight": -1.0}, "distill_weight must be at least 0"),
+    ({"teacher_path": "none.npz"}, "no such teacher file"),
 ])
 def test_bad_inputs_stop_with_one_clear_line(data, monkeypatch, overrides, message):
     import train
     from utils.checkpoint import CheckpointError
     from utils.training import TrainingError
     from utils.dataloader import AnnotationError
+    from utils.distill import TeacherError
     monkeypatch.chdir(data)
-    with pytest.raises((TrainingError, AnnotationError, CheckpointError), match=message.replace("-", r"\-")) as err:
+    with pytest.raises((TrainingError, AnnotationError, CheckpointError, TeacherError), match=message.replace("-", r"\-")) as err:
         train.train(config(Epoch=1, save_dir="unused", lfw_pairs_path=str(data / "pairs.txt"), **overrides))
     assert "\n" not in str(err.value)
     assert not os.path.exists(data / "unused")

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from utils.distill import similarity_loss
 from utils.training import (Criterion, History, TrainingError, fit_lr, lr_scheduler, make_optimizer,
-                            mined_triplet_loss, pairwise_distances, rng_state, set_rng_state, triplet_loss)
+                            margin_logits, mined_triplet_loss, pairwise_distances, rng_state, set_rng_state, triplet_loss)
 
 
 def test_triplet_loss_matches_hand_computation():
@@ -88,6 +89,41 @@ def test_criterion_sums_weighted_terms_and_reports_accuracy():
     assert out["accuracy"].item() == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     with pytest.raises(TrainingError, match="mining"):
         Criterion(mining="soft")(emb, logits, labels)
+
+
+def test_margin_softmax_matches_hand_computation():
+    # cosines of two samples to three classes; the true classes are 0 and 2
+    cosine = torch.tensor([[0.5, 0.1, -0.2], [0.3, 0.2, -0.99]])
+    labels = torch.tensor([0, 2])
+    cos_face = margin_logits(cosine, labels, "cosface", scale=10.0, margin=0.35)
+    assert torch.allclose(cos_face, torch.tensor([[1.5, 1.0, -2.0], [3.0, 2.0, -13.4]]))
+    arc = margin_logits(cosine, labels, "arcface", scale=10.0, margin=0.5)
+    # sample 0: theta = acos(0.5) = pi/3, cos(pi/3 + 0.5) = 0.5 cos 0.5 - sin(pi/3) sin 0.5
+    expected = 0.5 * math.cos(0.5) - math.sqrt(3) / 2 * math.sin(0.5)
+    assert arc[0, 0].item() == pytest.approx(10 * expected, abs=1e-5)
+    # sample 1: theta = acos(-0.99) + 0.5 passes pi, so the logit is cos(theta) - m sin(m)
+    assert arc[1, 2].item() == pytest.approx(10 * (-0.99 - 0.5 * math.sin(0.5)), abs=1e-5)
+    assert torch.equal(arc[:, 1], cosine[:, 1] * 10)  # other classes are only scaled
+    out = Criterion(classifier_loss="cosface", cls_scale=10.0, cls_margin=0.35)(
+        torch.nn.functional.normalize(torch.randn(6, 4), dim=1), torch.cat([cosine] * 3), labels.repeat(3))
+    assert out["ce"].item() == pytest.approx(torch.nn.functional.cross_entropy(cos_face, labels).item(), abs=1e-5)
+    with pytest.raises(TrainingError, match="classifier_loss"):
+        margin_logits(cosine, labels, "sphereface", 10.0, 0.5)
+
+
+def test_criterion_distills_the_view_it_was_given():
+    teacher = torch.nn.functional.normalize(torch.randn(3, 2, 4), dim=2)  # 3 images x (plain, mirrored)
+    views = torch.tensor([0, 3, 4, 1, 2, 5])  # image 0 plain, 1 mirrored, 2 plain, ...
+    student = teacher[views // 2, views % 2]
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    criterion = Criterion(teacher=teacher, distill_weight=2.0, pair_weight=1.0)
+    assert criterion(student, torch.zeros(6, 3), labels, views)["distill"].item() == pytest.approx(0, abs=1e-6)
+    wrong = criterion(student, torch.zeros(6, 3), labels, views ^ 1)  # the other view of each image
+    assert wrong["distill"].item() > 0
+    plain = Criterion()(student, torch.zeros(6, 3), labels, views)
+    pairs = similarity_loss(student, teacher[(views ^ 1) // 2, (views ^ 1) % 2]).item()
+    assert wrong["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * wrong["distill"].item() + pairs,
+                                                 abs=1e-5)
 
 
 def test_fit_lr_follows_the_originals_batch_size_rule():

@@ -150,18 +150,26 @@ class TripletBatchSampler:
 
 
 class PKBatchSampler:
-    """Identity-balanced batches: P people with 2+ images, K images each (``batch_size = P * K``).
+    """Identity-balanced batches: P people with 2+ images, K images each, then ``free_images`` drawn
+    uniformly from all training images (``batch_size = P * K + free_images``).
 
     People with fewer than K images give all of theirs and repeat some (each copy is augmented apart).
+    The free images bring in the people with a single image, whom P x K batches never pick: with a
+    distillation teacher they carry signal too (and serve as in-batch negatives).
     Batch ``g`` (global over ranks) of epoch ``e`` is drawn from ``default_rng((seed, e, g))``.
     """
 
     def __init__(self, index: PersonIndex, batch_size: int, images_per_person: int, num_batches: int,
-                 seed: int, rank: int = 0, world: int = 1) -> None:
-        if images_per_person < 2 or batch_size % images_per_person:
+                 seed: int, rank: int = 0, world: int = 1, free_images: int = 0) -> None:
+        if not 0 <= free_images < batch_size:
+            raise AnnotationError(f"free_images per process must be at least 0 and below the batch size per "
+                                  f"process ({batch_size}), not {free_images}")
+        if images_per_person < 2 or (batch_size - free_images) % images_per_person:
             raise AnnotationError(f"the PK sampler needs images_per_person >= 2 dividing the batch size per process "
-                                  f"({batch_size}); got images_per_person {images_per_person}")
-        self.index, self.k, self.p = index, images_per_person, batch_size // images_per_person
+                                  f"less free_images ({batch_size - free_images}); got images_per_person "
+                                  f"{images_per_person}")
+        self.index, self.k, self.free = index, images_per_person, free_images
+        self.p = (batch_size - free_images) // images_per_person
         self.num_batches, self.seed, self.rank, self.world, self.epoch = num_batches, seed, rank, world, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -182,6 +190,8 @@ class PKBatchSampler:
             else:
                 picks = np.concatenate([rng.permutation(len(own)), rng.integers(len(own), size=self.k - len(own))])
             chosen.extend(own[picks].tolist())
+        if self.free:
+            chosen.extend(idx.order[rng.integers(len(idx.order), size=self.free)].tolist())
         return list(zip(chosen, item_seeds(rng, len(chosen))))
 
     def __iter__(self):
@@ -232,6 +242,8 @@ class ValidationBatchSampler:
 class FaceDataset(Dataset):
     """Decodes one image per item ``(index, seed)`` into an HWC uint8 array of ``input_shape``.
 
+    Each item is (image, label, view) with ``view = 2 * index + flipped``: which image it shows and
+    whether mirrored, so a distillation teacher's descriptor of exactly that view can be looked up.
     ``seed`` >= 0 makes a training item: random horizontal flip, plus light augmentation when
     ``augment`` (scale, shift, small rotation, colour); ``seed`` < 0 gives the plain resized image. An
     unreadable file is reported once (shared between worker processes) and replaced by another image of
@@ -249,16 +261,17 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int, int]:
         index, seed = item
         rng = np.random.default_rng(seed) if seed >= 0 else None
         image = resize_image(self.load(index, rng), self.size, self.letterbox)
+        flipped = False
         if rng is not None:
             if self.augment:
                 image = light_augment(image, rng)
             if rng.random() < 0.5:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        return np.asarray(image, dtype=np.uint8), int(self.labels[index])
+                image, flipped = image.transpose(Image.FLIP_LEFT_RIGHT), True
+        return np.asarray(image, dtype=np.uint8), int(self.labels[index]), 2 * index + flipped
 
     def load(self, index: int, rng: np.random.Generator | None) -> Image.Image:
         try:
@@ -302,8 +315,10 @@ def light_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack HWC uint8 images into an (N, 3, H, W) uint8 tensor with channels-last strides, plus labels."""
-    images = torch.from_numpy(np.stack([image for image, _ in batch])).permute(0, 3, 1, 2)
-    labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
-    return images, labels
+def collate(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack HWC uint8 images into an (N, 3, H, W) uint8 tensor with channels-last strides, plus labels
+    and views (see FaceDataset)."""
+    images = torch.from_numpy(np.stack([item[0] for item in batch])).permute(0, 3, 1, 2)
+    labels = torch.tensor([item[1] for item in batch], dtype=torch.int64)
+    views = torch.tensor([item[2] for item in batch], dtype=torch.int64)
+    return images, labels, views

@@ -2,8 +2,9 @@
 
 The loss is the original's: triplet loss on L2-normalised embeddings (averaged over the triplets that
 violate the margin) plus cross-entropy of the classifier. Batch mining ("semihard", "hard") is an
-option for identity-balanced (PK) batches. Learning-rate rules copy the original's
-``get_lr_scheduler`` and its batch-size-adaptive scaling.
+option for identity-balanced (PK) batches; a margin softmax (ArcFace, CosFace) can replace the plain
+cross-entropy, and a teacher's descriptors add a distillation term (utils/distill.py).
+Learning-rate rules copy the original's ``get_lr_scheduler`` and its batch-size-adaptive scaling.
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.checkpoint import write_bytes_atomic, write_text_atomic
+from utils.distill import distill_loss, similarity_loss
 
 MINING = ("none", "semihard", "hard")
+CLASSIFIER_LOSSES = ("softmax", "arcface", "cosface")
 DIST_EPS = 1e-12
 
 
@@ -91,27 +94,68 @@ def mined_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: f
     return mean_of_violations((d - chosen + margin)[keep])
 
 
+def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, kind: str, scale: float,
+                  margin: float) -> torch.Tensor:
+    """Scaled logits of a margin softmax from the (N, C) cosines of a cosine classifier.
+
+    "cosface": the true class's cosine minus ``margin``. "arcface": the angle to the true class plus
+    ``margin``, cos(theta + m), where theta + m stays below pi; beyond it cos(theta) - m sin(m), which
+    keeps the logit falling monotonically with the angle.
+    """
+    target = cosine.gather(1, labels[:, None])
+    if kind == "cosface":
+        adjusted = target - margin
+    elif kind == "arcface":
+        theta = target.clamp(-1 + 1e-7, 1 - 1e-7).acos()
+        adjusted = torch.where(theta + margin < math.pi, (theta + margin).cos(), target - margin * math.sin(margin))
+    else:
+        raise TrainingError(f"classifier_loss must be one of {', '.join(CLASSIFIER_LOSSES)}, not {kind!r}")
+    return cosine.scatter(1, labels[:, None], adjusted) * scale
+
+
 @dataclass
 class Criterion:
-    """Total loss = triplet_weight * triplet loss + ce_weight * cross-entropy of the classifier."""
+    """Total loss = triplet_weight * triplet loss + ce_weight * classifier loss
+    + distill_weight * (1 - cos to the teacher) + pair_weight * in-batch similarity mismatch.
+
+    ``classifier_loss`` "softmax" is plain cross-entropy of the logits; "arcface" / "cosface" expect the
+    cosines of a cosine classifier and add the margin ``cls_margin`` at scale ``cls_scale``. ``teacher``
+    is the (N, 2, D) table of utils.distill.teacher_for, indexed by the batch's views.
+    """
 
     margin: float = 0.2
     mining: str = "none"
     triplet_weight: float = 1.0
     ce_weight: float = 1.0
+    classifier_loss: str = "softmax"
+    cls_scale: float = 32.0
+    cls_margin: float = 0.5
+    teacher: torch.Tensor | None = None
+    distill_weight: float = 0.0
+    pair_weight: float = 0.0
 
     def __call__(self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-                 mining: str | None = None) -> dict[str, torch.Tensor]:
+                 views: torch.Tensor | None = None, mining: str | None = None) -> dict[str, torch.Tensor]:
         mining = self.mining if mining is None else mining
-        embeddings = embeddings.float()
+        embeddings, logits = embeddings.float(), logits.float()
         if mining == "none":
             triplet = triplet_loss(embeddings, self.margin)
         else:
             triplet = mined_triplet_loss(embeddings, labels, self.margin, mining)
-        ce = F.cross_entropy(logits.float(), labels)
+        if self.classifier_loss == "softmax":
+            ce = F.cross_entropy(logits, labels)
+        else:
+            ce = F.cross_entropy(margin_logits(logits, labels, self.classifier_loss, self.cls_scale,
+                                               self.cls_margin), labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
-        return {"loss": self.triplet_weight * triplet + self.ce_weight * ce,
-                "triplet": triplet, "ce": ce, "accuracy": accuracy}
+        distill = pairs = embeddings.new_zeros(())
+        if self.teacher is not None and views is not None:
+            target = self.teacher[views // 2, views % 2].to(embeddings.device)
+            distill = distill_loss(embeddings, target)
+            pairs = similarity_loss(embeddings, target)
+        loss = self.triplet_weight * triplet + self.ce_weight * ce + self.distill_weight * distill \
+            + self.pair_weight * pairs
+        return {"loss": loss, "triplet": triplet, "ce": ce, "distill": distill, "accuracy": accuracy}
 
 
 # ----------------------------------------------------------------------------- learning rate, optimiser
@@ -210,13 +254,13 @@ def all_mean(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-KEYS = ("loss", "triplet", "ce", "accuracy")
+KEYS = ("loss", "triplet", "ce", "distill", "accuracy")
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, criterion: Criterion,
                     device: torch.device, precision: Precision, channels_last: bool, desc: str,
                     progress: bool = True) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean loss, triplet loss, CE loss, accuracy and images/s.
+    """One pass over ``loader``; returns the mean loss, its terms, accuracy and images/s.
 
     Losses are averaged over ranks every step, so a NaN or infinite loss stops every rank at once.
     """
@@ -224,11 +268,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     totals = torch.zeros(len(KEYS), dtype=torch.float64)
     seen, steps, start = 0, 0, time.perf_counter()
     bar = tqdm(total=len(loader), desc=desc, disable=not progress, mininterval=0.5, dynamic_ncols=True)
-    for images, labels in loader:
+    for images, labels, views in loader:
         images, labels = to_input(images, device, channels_last), labels.to(device, non_blocking=True)
         with precision.autocast(device):
             embeddings, logits = model(images)
-        losses = criterion(embeddings, logits, labels)
+        losses = criterion(embeddings, logits, labels, views)
         optimizer.zero_grad(set_to_none=True)
         if precision.scaler is not None:
             precision.scaler.scale(losses["loss"]).backward()
@@ -247,7 +291,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         seen += len(labels) * world_size()
         mean = totals / steps
         bar.set_postfix(loss=f"{mean[0]:.3f}", triplet=f"{mean[1]:.3f}", ce=f"{mean[2]:.3f}",
-                        acc=f"{mean[3]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                        distill=f"{mean[3]:.3f}", acc=f"{mean[4]:.3f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                         img_s=f"{seen / (time.perf_counter() - start):.1f}", refresh=False)
         bar.update(1)
     bar.close()
@@ -262,11 +307,11 @@ def validate(model: nn.Module, loader: Iterable, criterion: Criterion, device: t
     """Mean loss and accuracy over the fixed validation triplets of every rank (weighted by batch size)."""
     model.eval()
     totals = torch.zeros(len(KEYS) + 1, dtype=torch.float64)
-    for images, labels in loader:
+    for images, labels, views in loader:
         images, labels = to_input(images, device, channels_last), labels.to(device)
         with precision.autocast(device):
             embeddings, logits = model(images)
-        losses = criterion(embeddings, logits, labels, mining="none")
+        losses = criterion(embeddings, logits, labels, views, mining="none")
         n = len(labels)
         totals += torch.tensor([losses[k].item() * n for k in KEYS] + [n], dtype=torch.float64)
     totals = all_mean(totals)
@@ -277,8 +322,8 @@ def validate(model: nn.Module, loader: Iterable, criterion: Criterion, device: t
 
 # ----------------------------------------------------------------------------- history
 
-HISTORY_FIELDS = ("epoch", "lr", "loss", "triplet_loss", "ce_loss", "accuracy", "val_loss", "val_accuracy",
-                  "lfw_accuracy", "lfw_std", "images_per_s", "seconds")
+HISTORY_FIELDS = ("epoch", "lr", "loss", "triplet_loss", "ce_loss", "distill_loss", "accuracy", "val_loss",
+                  "val_accuracy", "lfw_accuracy", "lfw_std", "images_per_s", "seconds")
 
 
 class History:

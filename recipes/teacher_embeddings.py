@@ -1,0 +1,138 @@
+"""Compute the distillation teacher's descriptor of every training image and of its mirror image, once.
+
+    pip install dlib-bin face_recognition_models==0.3.0     # this step only; not in requirements.txt
+    python -m recipes.teacher_embeddings --annotation_path cls_train.txt --output_path datasets/teacher_dlib.npz
+
+The teacher is dlib's face recognition ResNet (dlib_face_recognition_resnet_model_v1.dat, 128-d, CC0),
+with dlib's own 5-point shape predictor and its 150x150 face chip. The inputs are the aligned crops the
+student trains on (align_dataset.py, crop mode): the face box of such a crop is its centre without the
+margin, which is where dlib looks for the landmarks. The mirror's descriptor is that of the mirrored
+chip. Output: utils/distill.py's teacher file; images that cannot be read are listed in it and printed.
+Partial results are saved every `save_every` images, so an interrupted run resumes where it stopped.
+"""
+#------- settings (edit here or override as --name value) -------
+annotation_path = "cls_train.txt"   # the training annotation (txt_annotation.py)
+output_path = "datasets/teacher_dlib.npz"
+models_dir = ""                     # folder with the two dlib .dat files; "" = the face_recognition_models package
+margin_ratio = 0.2                  # margin / image_size of the aligned crops (32 / 160 by default)
+num_workers = 2                     # processes (dlib runs one thread each)
+save_every = 1024                   # images between saved partial results
+#------------------------------------------------------------------
+import os
+import sys
+from multiprocessing import get_context
+
+import numpy as np
+
+from utils.config import configure, fail, print_settings, settings_of
+from utils.dataloader import AnnotationError, read_annotation
+from utils.distill import TeacherError, read_teacher, save_teacher, teacher_key
+from utils.image import ImageError, open_rgb
+
+RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+LANDMARK_FILE = "shape_predictor_5_face_landmarks.dat"
+_models = None
+
+
+def find_models(folder: str) -> str:
+    """The folder of dlib's model files: the given one, else inside the face_recognition_models package."""
+    if not folder:
+        import importlib.util
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            fail("the teacher needs dlib and its models: pip install dlib-bin face_recognition_models==0.3.0 "
+                 "(or give --models_dir)")
+        folder = os.path.join(list(spec.submodule_search_locations)[0], "models")
+    for name in (RECOGNITION_FILE, LANDMARK_FILE):
+        if not os.path.isfile(os.path.join(folder, name)):
+            fail(f"{os.path.join(folder, name)}: missing; install face_recognition_models==0.3.0 or give --models_dir")
+    return folder
+
+
+def start_worker(folder: str) -> None:
+    global _models
+    import dlib
+    _models = (dlib.shape_predictor(os.path.join(folder, LANDMARK_FILE)),
+               dlib.face_recognition_model_v1(os.path.join(folder, RECOGNITION_FILE)))
+
+
+def describe(job: tuple[list[str], float]) -> tuple[np.ndarray, list[str]]:
+    """Descriptors (n, 2, 128) of the images and of their mirrors; NaN rows and a reason for failures."""
+    import dlib
+    paths, ratio = job
+    landmarks, recognition = _models
+    chips, failed = [], []
+    for path in paths:
+        try:
+            image = np.asarray(open_rgb(path))
+        except ImageError as err:
+            failed.append(str(err))
+            chips.append(None)
+            continue
+        h, w = image.shape[:2]
+        box = dlib.rectangle(int(w * ratio / 2), int(h * ratio / 2), int(w * (1 - ratio / 2)), int(h * (1 - ratio / 2)))
+        chips.append(dlib.get_face_chip(image, landmarks(image, box), size=150, padding=0.25))
+        failed.append("")
+    good = [c for c in chips if c is not None]
+    out = np.full((len(paths), 2, 128), np.nan, np.float32)
+    if good:
+        both = recognition.compute_face_descriptor(good + [np.ascontiguousarray(c[:, ::-1]) for c in good])
+        both = np.asarray(both, np.float32).reshape(2, len(good), 128).transpose(1, 0, 2)
+        out[[i for i, c in enumerate(chips) if c is not None]] = both
+    return out, failed
+
+
+def main() -> None:
+    print_settings(settings_of(globals()))
+    try:
+        annotation = read_annotation(annotation_path)
+    except AnnotationError as err:
+        fail(err)
+    folder = find_models(models_dir)
+    keys = [teacher_key(p, annotation_path) for p in annotation.paths]
+    partial = output_path + ".partial.npz"
+    done: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    if os.path.isfile(partial):
+        try:
+            old_keys, old, missing = read_teacher(partial)
+        except TeacherError as err:
+            fail(f"{err} (or delete {partial} to start over)")
+        done = dict(zip(old_keys, old))
+        print(f"resuming: {len(done)} images done in {partial}")
+    todo = [i for i, k in enumerate(keys) if k not in done and k not in missing]
+    chunks = [todo[s:s + 32] for s in range(0, len(todo), 32)]
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), desc="teacher", unit="img")
+    since = 0
+    with get_context("spawn").Pool(max(1, num_workers), start_worker, (folder,)) as pool:
+        results = pool.imap(describe, [([annotation.paths[i] for i in c], margin_ratio) for c in chunks])
+        for chunk, (vectors, failed) in zip(chunks, results):
+            for i, vector, reason in zip(chunk, vectors, failed):
+                if reason:
+                    missing.append(keys[i])
+                    tqdm.write(f"no descriptor: {reason}")
+                else:
+                    done[keys[i]] = vector
+            bar.update(len(chunk))
+            since += len(chunk)
+            if since >= save_every:
+                since = 0
+                save_teacher(partial, list(done), np.stack(list(done.values())), missing)
+    bar.close()
+    ordered = [k for k in keys if k in done]
+    if not ordered:
+        fail(f"{annotation_path}: the teacher described none of its images; see the lines above")
+    save_teacher(output_path, ordered, np.stack([done[k] for k in ordered]), missing)
+    if os.path.isfile(partial):
+        os.remove(partial)
+    print(f"{output_path}: descriptors of {len(ordered)} images and their mirrors; {len(missing)} without"
+          + (f" (first: {', '.join(missing[:3])})" if missing else ""))
+
+
+if __name__ == "__main__":
+    configure(globals())
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

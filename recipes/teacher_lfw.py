@@ -1,0 +1,49 @@
+"""Score the distillation teacher itself on LFW pairs, on the same aligned crops the student sees.
+
+    python -m recipes.teacher_lfw --lfw_dir_path lfw --folds 8,9,10
+
+It shows how much the teacher loses on our crops (dlib's own pipeline starts from the raw photo), i.e.
+the ceiling the student is pulled towards. Same protocol and code as eval_LFW.py (utils/verification.py).
+"""
+#------- settings (edit here or override as --name value) -------
+lfw_dir_path = "lfw"                        # aligned LFW (align_dataset.py, crop mode)
+lfw_pairs_path = "model_data/lfw_pair.txt"
+folds = "8,9,10"
+models_dir = ""                             # "" = the face_recognition_models package
+margin_ratio = 0.2                          # margin / image_size of the aligned crops
+num_workers = 2
+#------------------------------------------------------------------
+from multiprocessing import get_context
+
+import numpy as np
+
+from recipes.teacher_embeddings import describe, find_models, start_worker
+from utils import verification
+from utils.config import configure, fail, print_settings, settings_of
+from utils.lfw import PairsError, load_pairs, parse_folds
+
+
+def main() -> None:
+    print_settings(settings_of(globals()))
+    try:
+        pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(folds))
+    except (FileNotFoundError, PairsError) as err:
+        fail(err)
+    folder = find_models(models_dir)
+    chunks = [pairs.paths[s:s + 32] for s in range(0, len(pairs.paths), 32)]
+    with get_context("spawn").Pool(max(1, num_workers), start_worker, (folder,)) as pool:
+        results = pool.map(describe, [(chunk, margin_ratio) for chunk in chunks])
+    failed = [reason for _, reasons in results for reason in reasons if reason]
+    if failed:
+        fail(f"the teacher could not read {len(failed)} images (first: {failed[0]})")
+    plain = np.concatenate([vectors[:, 0] for vectors, _ in results])
+    plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+    distances = np.linalg.norm(plain[pairs.left] - plain[pairs.right], axis=1)
+    result = verification.evaluate(distances, pairs.issame, pairs.fold)
+    print(f"teacher on {len(distances)} pairs of folds {folds}: accuracy {result['accuracy_mean']:.5f} "
+          f"+- {result['accuracy_std']:.5f}, VAL@FAR=1e-3 {result['val']:.5f}, AUC {result['auc']:.5f}")
+
+
+if __name__ == "__main__":
+    configure(globals())
+    main()

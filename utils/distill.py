@@ -1,0 +1,95 @@
+"""Knowledge distillation from a fixed teacher: the teacher file and the losses.
+
+The teacher file (written by ``recipes/teacher_embeddings.py``) is an ``.npz`` holding ``keys`` (image
+paths relative to the folder of the annotation file), ``embeddings`` (N, 2, D) float32 with the
+teacher's descriptor of each image and of its mirror image, and ``missing`` (images the teacher could
+not describe). Training looks up each batch image by (index, flipped) and pulls the student's
+L2-normalised embedding towards the teacher's normalised descriptor of exactly that view.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class TeacherError(ValueError):
+    """A teacher file that cannot serve the annotation; one line naming the file and the fix."""
+
+
+def teacher_key(path: str, annotation_path: str) -> str:
+    """The key of an image in the teacher file: its path relative to the annotation file's folder."""
+    base = os.path.dirname(os.path.abspath(annotation_path))
+    return os.path.normpath(os.path.relpath(os.path.abspath(path), base)).replace(os.sep, "/")
+
+
+def save_teacher(path: str, keys: list[str], embeddings: np.ndarray, missing: list[str]) -> None:
+    """Write the teacher file atomically (temp file, then ``os.replace``)."""
+    import io
+
+    from utils.checkpoint import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    np.savez(buffer, keys=np.asarray(keys, dtype=str), embeddings=np.asarray(embeddings, dtype=np.float32),
+             missing=np.asarray(missing, dtype=str))
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_teacher(path: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(keys, embeddings (N, 2, D), missing) of a teacher file; TeacherError when it is not one."""
+    fix = "recompute it with python -m recipes.teacher_embeddings"
+    if not os.path.isfile(path):
+        raise TeacherError(f"{path}: no such teacher file; {fix}, or train without it: --teacher_path ''")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, embeddings = data["keys"].tolist(), data["embeddings"]
+            missing = data["missing"].tolist() if "missing" in data.files else []
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise TeacherError(f"{path}: not a readable teacher file ({type(err).__name__}); {fix}") from None
+    if embeddings.ndim != 3 or embeddings.shape[:2] != (len(keys), 2):
+        raise TeacherError(f"{path}: embeddings have shape {tuple(embeddings.shape)}, expected "
+                           f"({len(keys)}, 2, D) for {len(keys)} keys; {fix}")
+    if not np.isfinite(embeddings).all():
+        raise TeacherError(f"{path}: holds NaN or infinite descriptors; {fix}")
+    return keys, embeddings, missing
+
+
+def teacher_for(path: str, image_paths: list[str], annotation_path: str, embedding_size: int) -> torch.Tensor:
+    """The teacher's normalised descriptors of every annotated image, (N, 2, D) in annotation order.
+
+    Every image must have an entry and D must equal the student's embedding size: training on a partial
+    teacher would silently drop the loss for some images.
+    """
+    keys, embeddings, _ = read_teacher(path)
+    if embeddings.shape[2] != embedding_size:
+        raise TeacherError(f"{path}: descriptors have {embeddings.shape[2]} dimensions but the student's "
+                           f"embedding has {embedding_size}; use a {embedding_size}-d teacher")
+    row = {k: i for i, k in enumerate(keys)}
+    wanted = [teacher_key(p, annotation_path) for p in image_paths]
+    absent = [k for k in wanted if k not in row]
+    if absent:
+        raise TeacherError(f"{path}: {len(absent)} of {len(wanted)} training images have no teacher entry "
+                           f"(first: {', '.join(absent[:3])}); recompute it for {annotation_path} with "
+                           "python -m recipes.teacher_embeddings, or drop those images from the annotation")
+    table = torch.from_numpy(embeddings[[row[k] for k in wanted]])
+    return F.normalize(table, dim=2)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(student, teacher) over the batch: 0 when they agree, at most 2.
+
+    Both are unit rows, so this is half the mean squared Euclidean distance between them.
+    """
+    return (1.0 - (student * teacher).sum(1)).mean()
+
+
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the in-batch cosine similarities of distinct images (relational term)."""
+    n = len(student)
+    if n < 2:
+        return student.new_zeros(())
+    off = ~torch.eye(n, dtype=torch.bool, device=student.device)
+    return ((student @ student.T - teacher @ teacher.T)[off]).pow(2).mean()
