@@ -51,7 +51,7 @@ def step_fn(model, optimizer, criterion, precision):
 def timed(batches, step, count: int) -> float:
     """Images per second of ``step`` over ``count`` batches after ``warmup`` untimed ones."""
     for _ in range(warmup):
-        step(*next(batches))
+        step(*next(batches)[:2])
     start, seen = time.perf_counter(), 0
     for _ in range(count):
         images, labels, _ = next(batches)
