@@ -68,6 +68,7 @@ import pickle
 import sys
 import time
 import zipfile
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -75,7 +76,7 @@ from torch.utils.data import DataLoader
 
 from nets.facenet import Facenet
 from utils.checkpoint import CheckpointError, load_weights, save_atomic
-from utils.config import configure, print_settings, settings_of
+from utils.config import configure, fail, print_settings, settings_of
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
                               ValidationBatchSampler, check_trainable, collate, read_annotation,
                               split_train_val, validation_triplets)
@@ -95,6 +96,12 @@ def check_settings(cfg: dict, world: int) -> None:
     for name, allowed in choices.items():
         if cfg[name] not in allowed:
             raise TrainingError(f"--{name} must be one of {', '.join(allowed)}, not {cfg[name]!r}")
+    for name, low in (("batch_size", 1), ("Epoch", 1), ("Init_Epoch", 0), ("run_epochs", 0), ("num_workers", 0),
+                      ("images_per_person", 2), ("save_period", 1), ("margin", 0), ("triplet_weight", 0),
+                      ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0), ("tail_ratio", 0),
+                      ("distill_weight", 0), ("distill_pair_weight", 0), ("cls_scale", 0), ("cls_margin", 0)):
+        if cfg[name] < low:
+            raise TrainingError(f"--{name} must be at least {low}, not {cfg[name]}")
     if cfg["sampler"] == "triplet" and cfg["batch_size"] % (3 * world):
         raise TrainingError(f"batch_size {cfg['batch_size']} must be a multiple of 3 x {world} processes")
     if cfg["sampler"] == "pk":
@@ -107,17 +114,20 @@ def check_settings(cfg: dict, world: int) -> None:
                                 f"{cfg['images_per_person']}")
     elif cfg["free_images"]:
         raise TrainingError("free_images needs --sampler pk")
-    if cfg["Min_lr"] is not None and not isinstance(cfg["Min_lr"], (int, float)):
-        raise TrainingError(f"--Min_lr takes a number, not {cfg['Min_lr']!r}")
-    if cfg["input_shape"][2] != 3:
-        raise TrainingError("input_shape must end in 3 channels (RGB), e.g. 160,160,3")
+    if len(cfg["input_shape"]) != 3 or cfg["input_shape"][2] != 3 or min(cfg["input_shape"][:2]) < 32:
+        raise TrainingError(f"input_shape must be height,width,3 with sides of at least 32 pixels, e.g. 160,160,3; "
+                            f"not {','.join(map(str, cfg['input_shape']))}")
+    if not cfg["Init_lr"] > 0 or not 0 <= cfg["Min_lr"] <= cfg["Init_lr"]:
+        raise TrainingError(f"--Init_lr must be above 0 and --Min_lr between 0 and Init_lr, not "
+                            f"{cfg['Init_lr']} and {cfg['Min_lr']}")
+    if not 0 <= cfg["momentum"] < 1:
+        raise TrainingError(f"--momentum must be in [0, 1), not {cfg['momentum']}")
+    if os.path.exists(cfg["save_dir"]) and not os.path.isdir(cfg["save_dir"]):
+        raise TrainingError(f"--save_dir {cfg['save_dir']} is a file; give a folder for the outputs")
     if not 0 <= cfg["val_split"] < 1:
         raise TrainingError(f"val_split must be in [0, 1), not {cfg['val_split']}")
-    for name in ("distill_weight", "distill_pair_weight", "cls_scale", "cls_margin"):
-        if cfg[name] < 0:
-            raise TrainingError(f"--{name} must be at least 0, not {cfg[name]}")
-    if cfg["Epoch"] <= cfg["Init_Epoch"] or cfg["save_period"] < 1:
-        raise TrainingError("Epoch must exceed Init_Epoch, and save_period must be at least 1")
+    if cfg["Epoch"] <= cfg["Init_Epoch"]:
+        raise TrainingError(f"--Epoch ({cfg['Epoch']}) must exceed --Init_Epoch ({cfg['Init_Epoch']})")
 
 
 def setup_device(cfg: dict) -> tuple[int, int, int, torch.device]:
@@ -186,14 +196,77 @@ def make_loader(dataset: FaceDataset, batch_sampler, cfg: dict, cuda: bool) -> D
                       generator=torch.Generator().manual_seed(cfg["seed"]))
 
 
-def train(cfg: dict) -> None:
+# Settings a resumed run may change: where things are and how long it goes on. The others define the
+# run (model, data, losses, optimiser); changing them mid-run cannot continue the same run.
+RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir", "annotation_path",
+                      "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path", "lfw_folds", "resume")
+
+
+def resumed_settings(saved: dict, cfg: dict, given: set[str] | None) -> dict:
+    """The settings of a resumed run: the checkpoint's, with the overridable ones the user gave.
+
+    ``given`` names the settings given on the command line; None (a call from Python) takes every
+    setting of ``cfg`` that differs from the checkpoint as given. A given setting that would change the
+    run itself is refused with one line.
+    """
+    merged = {**cfg, **{k: v for k, v in saved.items() if k in cfg}}
+    asked = set(cfg) if given is None else given & set(cfg)
+    for name in sorted(asked):
+        if cfg[name] == saved.get(name, cfg[name]) and name != "resume":
+            continue
+        if name not in RESUME_OVERRIDABLE:
+            raise TrainingError(f"--{name} cannot change when resuming (the run used {saved.get(name)!r}); "
+                                f"drop it, or start a new run without --resume")
+        merged[name] = cfg[name]
+    return merged
+
+
+def normalise(cfg: dict) -> dict:
+    """Fill in the settings whose default depends on others (Min_lr, backbone_path)."""
+    cfg = dict(cfg)
+    if cfg["Min_lr"] is not None and not isinstance(cfg["Min_lr"], (int, float)):
+        raise TrainingError(f"--Min_lr takes a number, not {cfg['Min_lr']!r}")
+    cfg["Min_lr"] = cfg["Init_lr"] * 0.01 if cfg["Min_lr"] is None else float(cfg["Min_lr"])
+    cfg["backbone_path"] = cfg["backbone_path"] or os.path.join("model_data", f"{cfg['backbone']}_backbone.pth")
+    return cfg
+
+
+@dataclass
+class Session:
+    """Everything one training run works with, built once by ``setup``."""
+
+    cfg: dict
+    rank: int
+    world: int
+    device: torch.device
+    channels_last: bool
+    num_classes: int
+    model: Facenet                  # the module whose weights are saved
+    model_train: torch.nn.Module    # the one that is stepped (DDP / SyncBN wrapper or the model)
+    optimizer: torch.optim.Optimizer
+    lr_at: object
+    precision: Precision
+    criterion: Criterion
+    batches: object
+    loader: DataLoader
+    val_loader: DataLoader | None
+    lfw_pairs: object
+
+    @property
+    def main_rank(self) -> bool:
+        return self.rank == 0
+
+    def log(self, *args) -> None:
+        if self.main_rank:
+            print(*args)
+
+
+def setup(cfg: dict, checkpoint: dict | None) -> Session:
+    """Device, data, model, optimiser, losses and loaders of a run; checks every setting first."""
     rank, world, local_rank, device = setup_device(cfg)
     main_rank = rank == 0
     log = print if main_rank else (lambda *args, **kwargs: None)
     check_settings(cfg, world)
-    cfg["Min_lr"] = cfg["Init_lr"] * 0.01 if cfg["Min_lr"] is None else float(cfg["Min_lr"])
-    cfg["backbone_path"] = cfg["backbone_path"] or os.path.join("model_data", f"{cfg['backbone']}_backbone.pth")
-    checkpoint = read_checkpoint(cfg["resume"]) if cfg["resume"] else None
 
     annotation = read_annotation(cfg["annotation_path"])
     train_idx, val_idx = split_train_val(len(annotation.paths), cfg["val_split"], cfg["seed"])
@@ -226,6 +299,9 @@ def train(cfg: dict) -> None:
     model = model_train.module if world > 1 else model_train
 
     init_lr, min_lr = fit_lr(cfg["batch_size"], cfg["Init_lr"], cfg["Min_lr"], cfg["optimizer_type"])
+    if init_lr != cfg["Init_lr"]:
+        log(f"note: learning rate {init_lr:g} (the original's rule: Init_lr {cfg['Init_lr']:g} x batch_size / 64, "
+            f"clamped for {cfg['optimizer_type']}), falling to {min_lr:g}")
     optimizer = make_optimizer(model.parameters(), cfg["optimizer_type"], init_lr, cfg["momentum"],
                                cfg["weight_decay"])
     lr_at = lr_scheduler(cfg["lr_decay_type"], init_lr, min_lr, cfg["Epoch"],
@@ -247,71 +323,95 @@ def train(cfg: dict) -> None:
                                  rank, world, cfg["free_images"] // world)
     else:
         batches = TripletBatchSampler(train_index, per_rank, num_batches, cfg["seed"], rank, world)
-    loader = make_loader(dataset, batches, cfg, device.type == "cuda")
+    cuda = device.type == "cuda"
+    loader = make_loader(dataset, batches, cfg, cuda)
     val_rows = validation_triplets(dataset.index, val_idx, annotation.labels, cfg["seed"])
-    val_loader = make_loader(dataset, ValidationBatchSampler(val_rows, per_rank, rank, world), cfg,
-                             device.type == "cuda") if len(val_rows) else None
+    val_loader = make_loader(dataset, ValidationBatchSampler(val_rows, per_rank, rank, world), cfg, cuda) \
+        if len(val_rows) else None
     if val_loader is None:
         log("note: no validation triplets (val_split too small for this dataset); val_loss is nan")
+    return Session(cfg, rank, world, device, channels_last, annotation.num_classes, model, model_train,
+                   optimizer, lr_at, precision, criterion, batches, loader, val_loader, lfw_pairs)
 
-    start, best, run_dir, rows = cfg["Init_Epoch"], None, None, []
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if precision.scaler is not None and checkpoint.get("scaler"):
-            precision.scaler.load_state_dict(checkpoint["scaler"])
-        start, best, run_dir, rows = (checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["run_dir"],
-                                      checkpoint["history"])
-        changed = [k for k, v in checkpoint["settings"].items()
-                   if k not in ("resume", "Init_Epoch", "run_epochs") and cfg.get(k) != v]
-        log(f"Resuming {cfg['resume']} after epoch {start}" +
-            (f"; settings changed since: {', '.join(changed)}" if changed else ""))
-    run_dir = run_dir or os.path.join(cfg["save_dir"], "loss_" + time.strftime("%Y_%m_%d_%H_%M_%S"))
-    history = History(run_dir, rows) if main_rank else None
-    if checkpoint is not None:
-        states = checkpoint["rng"]
-        if len(states) == world:
-            set_rng_state(states[rank])
-        else:
-            log(f"note: the checkpoint has RNG states of {len(states)} processes, not {world}; reseeding")
-            seed_everything(cfg["seed"] + rank + 1000 * start)
 
+def restore(run: Session, checkpoint: dict) -> tuple[int, dict | None, str, list]:
+    """Optimiser, scaler and RNG states of a checkpoint; returns (next epoch, best, run folder, history)."""
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if run.precision.scaler is not None and checkpoint.get("scaler"):
+        run.precision.scaler.load_state_dict(checkpoint["scaler"])
+    start = checkpoint["epoch"] + 1
+    if run.cfg["Epoch"] <= start:
+        raise TrainingError(f"{run.cfg['resume']}: the run has done {start} epochs already; give a larger "
+                            f"--Epoch to train on")
+    states = checkpoint["rng"]
+    if len(states) == run.world:
+        set_rng_state(states[run.rank])
+    else:
+        run.log(f"note: the checkpoint has RNG states of {len(states)} processes, not {run.world}; reseeding")
+        seed_everything(run.cfg["seed"] + run.rank + 1000 * start)
+    run.log(f"Resuming {run.cfg['resume']} after epoch {start}")
+    return start, checkpoint["best"], checkpoint["run_dir"], checkpoint["history"]
+
+
+def fit(run: Session, start: int, best: dict | None, history: History | None) -> dict | None:
+    """The epoch loop: train, validate, score LFW, save; returns the best epoch so far."""
+    cfg = run.cfg
     last = cfg["Epoch"] if not cfg["run_epochs"] else min(cfg["Epoch"], start + cfg["run_epochs"])
     for epoch in range(start, last):
         began = time.perf_counter()
-        batches.set_epoch(epoch)
-        set_lr(optimizer, lr_at(epoch))
-        stats = train_one_epoch(model_train, loader, optimizer, criterion, device, precision, channels_last,
-                                desc=f"Epoch {epoch + 1}/{cfg['Epoch']}", progress=main_rank)
-        val = validate(model, val_loader, criterion, device, precision, channels_last) if val_loader else {}
+        run.batches.set_epoch(epoch)
+        set_lr(run.optimizer, run.lr_at(epoch))
+        stats = train_one_epoch(run.model_train, run.loader, run.optimizer, run.criterion, run.device,
+                                run.precision, run.channels_last, desc=f"Epoch {epoch + 1}/{cfg['Epoch']}",
+                                progress=run.main_rank)
+        val = validate(run.model, run.val_loader, run.criterion, run.device, run.precision,
+                       run.channels_last) if run.val_loader else {}
         lfw = {}
-        if lfw_pairs is not None and main_rank:
+        if run.lfw_pairs is not None and run.main_rank:
             from utils.lfw import evaluate_lfw
-            model.eval()
-            lfw = evaluate_lfw(model, lfw_pairs, cfg["input_shape"], cfg["letterbox_image"], cfg["batch_size"],
-                               device, num_workers=cfg["num_workers"], progress=True)
+            run.model.eval()
+            lfw = evaluate_lfw(run.model, run.lfw_pairs, cfg["input_shape"], cfg["letterbox_image"],
+                               cfg["batch_size"], run.device, num_workers=cfg["num_workers"], progress=True)
             if lfw.get("warning"):
                 print(f"LFW: {lfw['warning']}")
         states = [rng_state()]
-        if world > 1:
-            states = [None] * world
+        if run.world > 1:
+            states = [None] * run.world
             dist.all_gather_object(states, rng_state())
-        if main_rank:
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss": stats["loss"],
+        if run.main_rank:
+            row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "loss": stats["loss"],
                    "triplet_loss": stats["triplet"], "ce_loss": stats["ce"], "distill_loss": stats["distill"],
-                   "accuracy": stats["accuracy"],
-                   "val_loss": val.get("loss", math.nan), "val_accuracy": val.get("accuracy", math.nan),
+                   "accuracy": stats["accuracy"], "val_loss": val.get("loss", math.nan),
+                   "val_accuracy": val.get("accuracy", math.nan),
                    "lfw_accuracy": lfw.get("accuracy_mean", math.nan), "lfw_std": lfw.get("accuracy_std", math.nan),
                    "images_per_s": stats["images_per_s"], "seconds": time.perf_counter() - began}
-            best = save_epoch(cfg, model, optimizer, precision, history, row, best, states, annotation.num_classes)
-        if world > 1:
+            best = save_epoch(cfg, run.model, run.optimizer, run.precision, history, row, best, states,
+                              run.num_classes)
+        if run.world > 1:
             dist.barrier()
-    if main_rank and best is not None:
-        log(f"Best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}: "
-            f"{os.path.join(cfg['save_dir'], 'best_epoch_weights.pth')}; history in {run_dir}")
     if last < cfg["Epoch"]:
-        log(f"Stopped after epoch {last} (run_epochs); continue with --resume "
-            f"{os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}")
-    if world > 1:
+        run.log(f"Stopped after epoch {last} (run_epochs); continue with --resume "
+                f"{os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}")
+    return best
+
+
+def train(cfg: dict, given: set[str] | None = None) -> None:
+    """Train with the settings ``cfg``; ``given`` names those set on the command line (see resumed_settings)."""
+    cfg = normalise(cfg)
+    checkpoint = read_checkpoint(cfg["resume"]) if cfg["resume"] else None
+    if checkpoint is not None:
+        cfg = resumed_settings(checkpoint["settings"], cfg, given)
+    run = setup(cfg, checkpoint)
+    start, best, run_dir, rows = cfg["Init_Epoch"], None, None, []
+    if checkpoint is not None:
+        start, best, run_dir, rows = restore(run, checkpoint)
+    run_dir = run_dir or os.path.join(cfg["save_dir"], "loss_" + time.strftime("%Y_%m_%d_%H_%M_%S"))
+    history = History(run_dir, rows) if run.main_rank else None
+    best = fit(run, start, best, history)
+    if run.main_rank and best is not None:
+        print(f"Best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}: "
+              f"{os.path.join(cfg['save_dir'], 'best_epoch_weights.pth')}; history in {run_dir}")
+    if run.world > 1:
         dist.destroy_process_group()
 
 
@@ -343,16 +443,18 @@ def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, histo
     return best
 
 
-def main() -> None:
+def main(given: set[str]) -> None:
     cfg = settings_of(globals())
     try:
-        train(cfg)
+        train(cfg, given)
     except (AnnotationError, TrainingError, CheckpointError, ImageError, TeacherError) as err:
-        sys.exit(f"error: {err}")
+        fail(err)
     except KeyboardInterrupt:
-        sys.exit(f"interrupted; continue with --resume {os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}")
+        print(f"interrupted; continue with --resume {os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
     configure(globals())
-    main()
+    main({arg[2:].partition("=")[0] for arg in sys.argv[1:] if arg.startswith("--")})

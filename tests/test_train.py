@@ -148,7 +148,31 @@ def test_resume_ends_with_the_same_weights(data, tmp_path, monkeypatch):
     assert [r["epoch"] for r in history] == [1, 2, 3]
 
 
+@pytest.mark.slow
+def test_resume_from_the_command_line_restores_the_runs_settings(data, tmp_path):
+    logs = tmp_path / "logs"
+    run(data, "--Epoch", "3", "--run_epochs", "1", "--save_dir", str(logs), "--lfw_eval_flag", "False",
+        "--optimizer_type", "sgd", "--Init_lr", "0.01", "--seed", "5")
+    checkpoint = str(logs / "last_checkpoint.pth")
+    # only --resume (and the SMALL settings, equal to the run's): everything else comes from the checkpoint
+    result = run(data, "--resume", checkpoint, "--run_epochs", "1")
+    assert "Resuming" in result.stdout and "Epoch 2/3: loss" in result.stdout
+    settings = torch.load(checkpoint, weights_only=True)["settings"]
+    assert settings["optimizer_type"] == "sgd" and settings["seed"] == 5 and settings["save_dir"] == str(logs)
+    refused = run(data, "--resume", checkpoint, "--optimizer_type", "adam", check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--optimizer_type cannot change when resuming (the run used 'sgd')" in refused.stderr
+    done = run(data, "--resume", checkpoint, "--Epoch", "2", check=False)
+    assert done.returncode == 2 and "has done 2 epochs already" in done.stderr
+
+
 @pytest.mark.parametrize("overrides, message", [
+    ({"Init_lr": -1.0}, "--Init_lr must be above 0"),
+    ({"run_epochs": -1}, "--run_epochs must be at least 0"),
+    ({"batch_size": 0}, "--batch_size must be at least 1"),
+    ({"num_workers": -1}, "--num_workers must be at least 0"),
+    ({"sampler": "pk", "mining": "hard", "images_per_person": 0}, "--images_per_person must be at least 2"),
+    ({"input_shape": [0, 0, 3]}, "input_shape must be height,width,3"),
     ({"batch_size": 30}, "it needs at least 30 images"),
     ({"lfw_eval_flag": True, "lfw_dir_path": "nowhere"}, "--lfw_eval_flag False"),
     ({"pretrained": True, "backbone_path": "model_data/none.pth"}, "nothing is downloaded"),
@@ -178,7 +202,7 @@ def test_bad_inputs_stop_with_one_clear_line(data, monkeypatch, overrides, messa
 def test_missing_lfw_is_reported_before_training_by_the_script(data, tmp_path):
     result = run(data, "--save_dir", str(tmp_path / "logs"), "--lfw_dir_path", str(tmp_path / "no_lfw"),
                  "--lfw_pairs_path", str(data / "pairs.txt"), check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--lfw_eval_flag False" in result.stderr
     assert not (tmp_path / "logs").exists()
 
@@ -196,7 +220,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monke
     torch.save(poisoned, tmp_path / "poisoned.pth")
     result = run(data, "--Epoch", "3", "--lfw_eval_flag", "False", "--save_dir", str(logs),
                  "--resume", str(tmp_path / "poisoned.pth"), check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "loss became nan" in result.stderr and "last saved checkpoint is intact" in result.stderr
     assert good == {f: digest(logs / f) for f in good}
 
