@@ -52,12 +52,14 @@ def test_teacher_file_round_trip_in_annotation_order(tmp_path):
     images = [str(tmp_path / "faces" / "b" / "1.jpg"), str(tmp_path / "faces" / "a" / "1.jpg")]
     keys = [teacher_key(p, annotation) for p in images]
     assert keys == ["faces/b/1.jpg", "faces/a/1.jpg"]
-    vectors = np.random.default_rng(0).normal(size=(2, 2, 128)) * 3
+    vectors = np.random.default_rng(0).normal(size=(2, 2, 128)) * 3 + 10  # a large common component
     path = write(tmp_path, keys[::-1], vectors[::-1], missing=["faces/c/1.jpg"])
     table = teacher_for(path, images, annotation, 128)
-    assert table.shape == (2, 2, 128)
+    assert table.shape == (2, 2, 128) and table.dtype == torch.float32
     assert torch.allclose(table.norm(dim=2), torch.ones(2, 2))  # normalised
-    assert torch.allclose(table[0, 1], F.normalize(torch.from_numpy(vectors[0, 1]).float(), dim=0))
+    centred = torch.from_numpy(vectors[0, 1] - vectors.reshape(-1, 128).mean(0)).float()
+    assert torch.allclose(table[0, 1], F.normalize(centred, dim=0), atol=1e-6)  # centred on the mean, in order
+    assert (table[0, 0] @ table[1, 0]).abs() < 0.5  # the common component is gone
     assert read_teacher(path)[2] == ["faces/c/1.jpg"]
 
 
