@@ -130,6 +130,10 @@ def load_weights(model: nn.Module, path: str, purpose: str = "predict", verbose:
     report.unexpected = [k for k in state_dict if k not in target]
     report.loaded = list(to_load)
 
+    broken = [k for k, v in to_load.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{path}: {len(broken)} entries hold NaN or infinite values (first: {broken[0]}); "
+                              "these weights are broken (a diverged training run?); use other weights")
     problems = report.missing + report.mismatched
     if purpose != "predict":
         problems = [k for k in problems if k.startswith("backbone.")]

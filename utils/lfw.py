@@ -54,7 +54,7 @@ def parse_folds(text: str) -> list[int] | None:
     except ValueError:
         folds = []
     if not folds:
-        raise PairsError(f"folds must be 'all' or a list such as '8,9,10', not {text!r}")
+        raise PairsError(f"--folds must be 'all' or a list such as '8,9,10', not {text!r}")
     return folds
 
 
