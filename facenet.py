@@ -95,7 +95,7 @@ def is_face_crop(boxes: np.ndarray, index: int, size: tuple[int, int]) -> bool:
     x1, y1, x2, y2 = boxes[index].astype(np.float64)
     side = max(x2 - x1, y2 - y1) / min(width, height)
     off_x, off_y = abs((x1 + x2) / 2 - width / 2) / width, abs((y1 + y2) / 2 - height / 2) / height
-    return TIGHT_SIDE[0] <= side <= TIGHT_SIDE[1] and max(off_x, off_y) <= TIGHT_CENTRE
+    return bool(TIGHT_SIDE[0] <= side <= TIGHT_SIDE[1] and max(off_x, off_y) <= TIGHT_CENTRE)
 
 
 class Facenet:
@@ -141,7 +141,7 @@ class Facenet:
         if self.verbose:
             print(message)
         elif message.startswith("warning: "):
-            warnings.warn(message[len("warning: "):], stacklevel=3)
+            warnings.warn(message[len("warning: "):], stacklevel=4)
 
     def generate(self) -> None:
         """Check the settings, build the network, load the weights strictly, pick device and threshold."""
