@@ -219,10 +219,10 @@ def check_output_file(name: str, path: object, extensions: Sequence[str] = ()) -
     with one of ``extensions`` (lower-case, with the dot) when given."""
     if not isinstance(path, str) or not path.strip():
         raise UserError(f"--{name} takes a file path, not {path!r}")
-    if extensions and os.path.splitext(path)[1].lower() not in extensions:
-        raise UserError(f"--{name} {path}: must end in {' or '.join(extensions)}")
     if os.path.isdir(path):
         raise UserError(f"--{name} {path}: is a folder; give a file name")
+    if extensions and os.path.splitext(path)[1].lower() not in extensions:
+        raise UserError(f"--{name} {path}: must end in one of {', '.join(extensions)}")
     check_writable_folder(name, os.path.dirname(os.path.abspath(path)))
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UserError(f"--{name} {path}: the file exists and is not writable")
