@@ -121,7 +121,6 @@ def test_each_bad_argument_exits_2(workdir, tmp_path, monkeypatch, capsys, case)
     assert case == "one_argument" or paths[case] in line
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--batch", "2"], "unknown setting --batch"),
     (["--input_shape", "160"], "--input_shape takes height,width,channels"),
@@ -134,13 +133,25 @@ def test_each_bad_argument_exits_2(workdir, tmp_path, monkeypatch, capsys, case)
     (["--figure_path", "FILE/result.png"], "is a file, not a folder"),
     (["--cuda", "maybe"], "--cuda takes True or False"),
 ])
-def test_bad_settings_exit_2_with_one_line_and_no_traceback(workdir, tmp_path, args, words):
+def test_bad_settings_exit_2_with_one_line(workdir, tmp_path, monkeypatch, capsys, args, words):
+    """In-process like test_each_bad_argument_exits_2; two of them also run as a process below."""
     (tmp_path / "FILE").write_text("a file")
     args = [a.replace("FOLDER", str(tmp_path)).replace("FILE", str(tmp_path / "FILE")) for a in args]
-    result = run([*SAMPLES[:2], *options(workdir), *args])
-    assert result.returncode == 2, result.stdout + result.stderr
-    (line,) = error_lines(result.stderr)
+    monkeypatch.setattr(sys, "argv", [PREDICT, *SAMPLES[:2], *options(workdir), *args])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(PREDICT, run_name="__main__")
+    assert info.value.code == 2
+    (line,) = error_lines(capsys.readouterr().err)
     assert words in line
+
+
+@pytest.mark.slow
+def test_bad_settings_as_a_process_give_no_traceback(workdir):
+    for args in (["--input_shape", "0,0,3"], ["--backbone", "resnet50"]):
+        result = run([*SAMPLES[:2], *options(workdir), *args])
+        assert result.returncode == 2
+        assert len(error_lines(result.stderr)) == 1
 
 
 @pytest.mark.slow
