@@ -22,6 +22,7 @@ from nets.facenet import BACKBONES
 from nets.facenet import Facenet as FacenetNet
 from utils.checkpoint import CheckpointError, load_weights, model_settings, save_figure
 from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
+from utils.detect import Detections, FaceDetector, align_face, main_face
 from utils.embedding import embed_batch, inference_copy
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
 
@@ -181,8 +182,6 @@ class Facenet:
 
         self.detector = None
         if self.align:
-            # Imported only here so that inference without alignment does not need the detector.
-            from utils.detect import FaceDetector
             self.detector = FaceDetector(weights_dir=os.path.join(REPOSITORY, "model_data"),
                                          device=str(self.device))
         if self.verbose:
@@ -210,8 +209,11 @@ class Facenet:
             rgb = open_rgb(name)
         if self.detector is None:
             return rgb
-        from utils.detect import align_face, main_face
-        found = self.detector.detect(rgb)
+        return self.choose(rgb, self.detector.detect(rgb), name)
+
+    def choose(self, rgb: Image.Image, found: Detections, name: str = "image") -> Image.Image:
+        """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``, as ``align`` says:
+        the photo itself when it is a face crop (auto), else its main face cropped like align_dataset.py."""
         index = main_face(found, rgb.size)
         if index is None:
             hint = "or give a face crop with --align False" if self.align == "auto" else \
