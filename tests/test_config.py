@@ -70,6 +70,12 @@ def test_run_main_turns_user_errors_into_one_line_and_ctrl_c_into_130(capsys):
     with pytest.raises(SystemExit) as info:
         run_main(bad)
     assert info.value.code == 2 and capsys.readouterr().err == "error: --x must be positive\n"
+    def disk_full():
+        raise OSError(28, "No space left on device", "out/weights.pth")
+    with pytest.raises(SystemExit) as info:
+        run_main(disk_full)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: out/weights.pth: No space left on device; free space")
     with pytest.raises(SystemExit) as info:
         run_main(interrupted, interrupted="stopped; run again")
     assert info.value.code == 130 and "stopped; run again" in capsys.readouterr().err

@@ -12,6 +12,7 @@ every script ends the same way. The ``check_*`` helpers validate one setting eac
 from __future__ import annotations
 
 import ast
+import errno
 import math
 import os
 import sys
@@ -20,6 +21,8 @@ from typing import Any, Callable, Iterable, NoReturn, Sequence
 SETTING_TYPES = (bool, int, float, str, list, tuple, type(None))
 BLOCK_START, BLOCK_END = "#------- settings", "#-----"
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+# Failures of the machine's state that the user fixes: disk full, quota, permissions, read-only disk.
+USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class UserError(Exception):
@@ -33,12 +36,17 @@ def fail(message: object) -> NoReturn:
 
 
 def run_main(main: Callable[[], object], interrupted: str = "") -> None:
-    """Run a script's ``main``: a UserError becomes one ``error:`` line and exit 2, Ctrl-C exit 130
-    (after printing ``interrupted`` when given), so that no user mistake ends in a traceback."""
+    """Run a script's ``main``: a UserError, or a full disk or a refused write, becomes one ``error:``
+    line and exit 2, Ctrl-C exit 130 (after printing ``interrupted`` when given), so that no user
+    mistake ends in a traceback."""
     try:
         main()
     except UserError as err:
         fail(err)
+    except OSError as err:
+        if err.errno not in USER_ERRNOS:
+            raise
+        fail(f"{err.filename or 'writing'}: {err.strerror}; free space or fix the permissions and run again")
     except KeyboardInterrupt:
         print(f"\n{interrupted}" if interrupted else "", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
