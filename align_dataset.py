@@ -1,8 +1,12 @@
 """Detect and align the main face of every image of a dataset, e.g. raw LFW to 160x160 crops.
 
+    python align_dataset.py --input_dir raw_lfw --output_dir lfw --mode crop --image_size 160 --margin 32
+
 Resumable: aligned images already in output_dir are kept, and images an earlier run could not use
 (listed in output_dir/failures.csv) are not tried again unless --retry_failed True. Every image
-ends up either aligned or listed in failures.csv with its reason.
+ends up either aligned or listed in failures.csv with its reason. The settings that shape the
+crops are recorded in output_dir/align_settings.json: a later run with other settings is refused
+(crops of two sizes would mix) unless --redo True aligns every image again.
 """
 #------- settings (edit here or override as --name value) -------
 input_dir = "datasets/raw"        # a folder of person folders, or a flat folder of images
@@ -18,24 +22,29 @@ device = "cpu"                    # "cpu" or "cuda"
 jpeg_quality = 95
 retry_failed = False              # True: try again the images an earlier run listed in failures.csv
 no_face = "skip"                  # no face found: "skip" the image, or write a "centre" crop (listed all the same)
+redo = False                      # True: align every image again, e.g. after changing mode or image_size
 #------------------------------------------------------------------
 import csv
 import io
+import json
 import multiprocessing
 import os
-import sys
 import time
 from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
 
-from utils.checkpoint import write_text_atomic
-from utils.config import configure, fail, print_settings, settings_of
-from utils.detect import DetectorError, FaceDetector, align_file
+from utils.checkpoint import write_json, write_text_atomic
+from utils.config import (UserError, check_bool, check_choice, check_int, check_number, check_writable_folder,
+                          configure, print_settings, run_main, settings_of)
+from utils.detect import FaceDetector, align_file
 from utils.image import is_image_file
 
 _FAILURES = "failures.csv"
+_SETTINGS = "align_settings.json"
+# The settings that shape the output images: a folder holds crops of one kind only.
+_RECORDED = ("input_dir", "mode", "image_size", "margin", "min_face_size", "thresholds", "no_face", "jpeg_quality")
 _detector = None
 _options: dict = {}
 
@@ -48,13 +57,15 @@ class Summary(NamedTuple):
     failures: dict   # relative path -> reason, this run's and earlier ones
 
 
-def list_images(root: str, skip: str) -> list[str]:
-    """Image files under ``root`` as sorted relative paths, leaving out hidden names and folder ``skip``."""
-    skip = os.path.realpath(skip)
+class AlignError(UserError):
+    """Folders or settings that would overwrite the input or mix crops of different kinds."""
+
+
+def list_images(root: str) -> list[str]:
+    """Image files under ``root`` as sorted relative paths, leaving out hidden names."""
     found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(folder, d)) != skip)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.relpath(os.path.join(folder, f), root) for f in files
                   if is_image_file(f) and not f.startswith(".")]
     return sorted(found)
@@ -75,6 +86,48 @@ def write_failures(path: str, failures: dict) -> None:
     writer.writerow(["path", "reason"])
     writer.writerows(sorted(failures.items()))
     write_text_atomic(path, text.getvalue())
+
+
+def check_folders(input_dir: str, output_dir: str) -> None:
+    """The output must be apart from the input: the same folder, one inside the other, would overwrite
+    the input or read crops back as input."""
+    if not os.path.isdir(input_dir):
+        raise AlignError(f"--input_dir {input_dir}: input folder not found")
+    source, target = os.path.realpath(input_dir), os.path.realpath(output_dir)
+    if source == target:
+        raise AlignError(f"--output_dir {output_dir} is the input folder: aligned crops would replace the "
+                         "photos; give another folder")
+    if target.startswith(source + os.sep):
+        raise AlignError(f"--output_dir {output_dir} is inside --input_dir {input_dir}: its crops would be read "
+                         "as input by the next run; put it beside the input")
+    if source.startswith(target + os.sep):
+        raise AlignError(f"--output_dir {output_dir} contains --input_dir {input_dir}: crops would be written "
+                         "among the photos; give a folder outside the input")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise AlignError(f"--output_dir {output_dir}: is a file, not a folder")
+    check_writable_folder("output_dir", output_dir)
+
+
+def record_settings(output_dir: str, recorded: dict, redo: bool) -> None:
+    """Write the settings into ``output_dir``, refusing a folder filled with other settings unless ``redo``."""
+    path = os.path.join(output_dir, _SETTINGS)
+    if not redo and os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                earlier = json.load(handle)
+        except (OSError, ValueError):
+            raise AlignError(f"{path}: unreadable; delete it and run with --redo True") from None
+        changed = [k for k in _RECORDED if earlier.get(k) != recorded[k]]
+        if changed:
+            was = ", ".join(f"{k} {earlier.get(k)!r}" for k in changed)
+            now = ", ".join(f"{k} {recorded[k]!r}" for k in changed)
+            raise AlignError(f"{output_dir} holds crops made with {was}, not {now}; use another --output_dir, "
+                             "or --redo True to align every image again")
+    elif not redo and os.path.isdir(output_dir) and any(not n.startswith(".") for n in os.listdir(output_dir)):
+        raise AlignError(f"--output_dir {output_dir} is not empty and has no {_SETTINGS} (not made by this "
+                         "script, or by an older version); use an empty folder, or --redo True to align "
+                         "every image into it")
+    write_json(path, recorded)
 
 
 def _start_worker(options: dict) -> None:
@@ -98,11 +151,21 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
                num_workers: int = 1, min_face_size: float = 20,
                thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                weights_dir: str = "model_data", device: str = "cpu", jpeg_quality: int = 95,
-               retry_failed: bool = False, no_face: str = "skip") -> Summary:
-    """Align every image under ``input_dir`` into ``output_dir`` (same relative names, .jpg)."""
-    images = list_images(input_dir, output_dir)
+               retry_failed: bool = False, no_face: str = "skip", redo: bool = False) -> Summary:
+    """Align every image under ``input_dir`` into ``output_dir`` (same relative names, .jpg).
+
+    ``redo`` aligns every image again even where an output exists (and accepts a folder made with
+    other settings); otherwise outputs are kept and a folder of other settings is refused.
+    """
+    check_folders(input_dir, output_dir)
+    FaceDetector(weights_dir, "cpu", min_face_size)  # stop here, once, if the weights are missing
+    recorded = dict(input_dir=os.path.realpath(input_dir), mode=mode, image_size=image_size, margin=margin,
+                    min_face_size=min_face_size, thresholds=list(thresholds), no_face=no_face,
+                    jpeg_quality=jpeg_quality)
+    record_settings(output_dir, recorded, redo)
+    images = list_images(input_dir)
     failures_path = os.path.join(output_dir, _FAILURES)
-    earlier = {} if retry_failed else read_failures(failures_path)
+    earlier = {} if retry_failed or redo else read_failures(failures_path)
     failures, jobs, owner, kept = {}, [], {}, 0
     for rel in images:
         out_rel = os.path.splitext(rel)[0] + ".jpg"
@@ -111,7 +174,7 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
             failures[rel] = f"same output name {out_rel} as {owner[out_rel]}"
         elif rel in earlier:
             failures[rel] = earlier[rel]
-        elif os.path.isfile(dst):
+        elif os.path.isfile(dst) and not redo:
             kept += 1
         else:
             jobs.append((rel, os.path.join(input_dir, rel), dst))
@@ -119,7 +182,6 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
     options = dict(weights_dir=weights_dir, device=device, min_face_size=min_face_size, thresholds=thresholds,
                    mode=mode, image_size=image_size, margin=margin, quality=jpeg_quality, no_face=no_face)
     aligned, pool, threads = 0, None, torch.get_num_threads()
-    FaceDetector(weights_dir, "cpu", min_face_size)  # stop here, once, if the weights are missing
     try:
         if num_workers <= 1:
             _start_worker(options)
@@ -141,23 +203,35 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
 
 
 
+def check_settings() -> None:
+    """Every setting checked before any work; a bad one is a UserError naming it."""
+    check_choice("mode", mode, ("crop", "warp"))
+    check_int("image_size", image_size, 16, 4096)
+    check_int("margin", margin, 0, image_size - 1)
+    check_int("num_workers", num_workers, 1, 256)
+    check_number("min_face_size", min_face_size, 10, 10000)
+    if not isinstance(thresholds, list) or len(thresholds) != 3:
+        raise UserError(f"--thresholds takes three probabilities such as 0.6,0.7,0.7, not {thresholds!r}")
+    for value in thresholds:
+        check_number("thresholds", value, 0, 1)
+    check_choice("device", device, ("cpu", "cuda"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no GPU is available here; use --device cpu")
+    check_int("jpeg_quality", jpeg_quality, 1, 100)
+    check_bool("retry_failed", retry_failed)
+    check_bool("redo", redo)
+    check_choice("no_face", no_face, ("skip", "centre"))
+    if not isinstance(weights_dir, str) or not isinstance(input_dir, str) or not isinstance(output_dir, str):
+        raise UserError("--input_dir, --output_dir and --weights_dir take folder paths")
+    check_folders(input_dir, output_dir)
+
+
 def main() -> None:
-    if mode not in ("crop", "warp"):
-        fail(f"--mode must be crop or warp, not {mode!r}")
-    if image_size < 16 or not 0 <= margin < image_size:
-        fail(f"--image_size must be at least 16 and --margin from 0 to image_size - 1 "
-             f"(got {image_size} and {margin})")
-    if no_face not in ("skip", "centre"):
-        fail(f"--no_face must be skip or centre, not {no_face!r}")
-    if not os.path.isdir(input_dir):
-        fail(f"{input_dir}: input folder not found")
+    check_settings()
     print_settings(settings_of(globals()))
     start = time.perf_counter()
-    try:
-        summary = align_tree(input_dir, output_dir, mode, image_size, margin, num_workers, min_face_size,
-                             thresholds, weights_dir, device, jpeg_quality, retry_failed, no_face)
-    except DetectorError as err:
-        fail(err)
+    summary = align_tree(input_dir, output_dir, mode, image_size, margin, num_workers, min_face_size,
+                         thresholds, weights_dir, device, jpeg_quality, retry_failed, no_face, redo)
     seconds = time.perf_counter() - start
     done = summary.images - len(summary.failures)
     rate = 100.0 * done / max(summary.images, 1)
@@ -168,9 +242,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    configure(globals())
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("\ninterrupted: the images done so far are kept; run again to go on", file=sys.stderr)
-        sys.exit(130)
+    run_main(lambda: (configure(globals()), main()),
+             interrupted="interrupted: the images done so far are kept; run again to go on")

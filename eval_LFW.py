@@ -2,22 +2,23 @@
 
     python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --lfw_dir_path lfw
 
-Writes the ROC curve to ``png_save_path`` and every number to ``json_save_path``. Copy that JSON
-beside the weights as ``<weights stem>.json`` and facenet.py uses its ``threshold``.
+The backbone and input size come from the JSON beside the weights unless given. Writes the ROC
+curve to ``png_save_path`` and every number to ``json_save_path``; copy that JSON beside the
+weights as ``<weights stem>.json`` and facenet.py uses its ``threshold``.
 """
 #------- settings (edit here or override as --name value) -------
 cuda = True                                 # use the GPU when there is one (falls back to the CPU)
-backbone = "mobilenet"                      # mobilenet | inception_resnetv1
-input_shape = [160, 160, 3]                 # network input [height, width, channels]
+backbone = None                             # mobilenet | inception_resnetv1; None: from <model_path>.json or the weights
+input_shape = None                          # [height, width, 3]; None: from <model_path>.json, else 160,160,3
 model_path = "model_data/facenet_mobilenet.pth"
 lfw_dir_path = "lfw"                        # aligned LFW: <name>/<name>_0001.jpg ...
 lfw_pairs_path = "model_data/lfw_pair.txt"  # official pairs.txt (10 sets of 300 + 300 pairs)
-batch_size = 256
-png_save_path = "model_data/roc_test.png"
+batch_size = 256                            # images decoded together (at least 1)
+png_save_path = "model_data/roc_test.png"   # ROC curve; any format matplotlib writes (.png, .pdf, .svg ...)
 flip = False                                # also embed the mirror image and add the two embeddings
 folds = "all"                               # "all" or the official sets to use, e.g. "8,9,10"
 letterbox_image = True                      # keep the aspect ratio (grey padding) when resizing
-num_workers = 2                             # image decoding processes
+num_workers = 2                             # image decoding processes (0: in this process)
 json_save_path = "model_data/lfw_eval.json"
 #------------------------------------------------------------------
 import hashlib
@@ -25,12 +26,12 @@ import time
 
 import torch
 
-from nets.facenet import Facenet
-from utils.checkpoint import CheckpointError, load_weights
-from utils.config import configure, fail, print_settings, settings_of
+from nets.facenet import BACKBONES, Facenet
+from utils.checkpoint import figure_extensions, load_weights, model_settings, write_json
+from utils.config import (UserError, check_bool, check_choice, check_input_shape, check_int, check_output_file,
+                          configure, print_settings, run_main, settings_of)
 from utils.image import ImageError
-from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_json, save_roc_plot
-
+from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot
 
 
 def sha256_of(path: str) -> str:
@@ -41,34 +42,48 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def check_settings() -> None:
+    """Every setting checked before anything is loaded; a bad one is a UserError naming it."""
+    for name in ("cuda", "flip", "letterbox_image"):
+        check_bool(name, globals()[name])
+    if backbone is not None:
+        check_choice("backbone", backbone, BACKBONES)
+    if input_shape is not None:
+        check_input_shape("input_shape", input_shape)
+    check_int("batch_size", batch_size, 1)
+    check_int("num_workers", num_workers, 0, 64)
+    parse_folds(str(folds))
+    check_output_file("png_save_path", png_save_path, figure_extensions())
+    check_output_file("json_save_path", json_save_path, (".json",))
+
+
 def main() -> None:
     start = time.perf_counter()
-    settings = settings_of(globals())
+    check_settings()
+    found = model_settings(model_path, backbone, input_shape)
+    for message in found.messages:
+        print(message)
+    settings = {**settings_of(globals()), "backbone": found.backbone, "input_shape": found.input_shape}
     print_settings(settings)
-    try:
-        pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(folds))
-    except (FileNotFoundError, ValueError) as err:
-        fail(str(err))
+    pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(str(folds)))
     device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
     if cuda and device == "cpu":
         print("note: CUDA is not available, running on the CPU")
-    model = Facenet(backbone, mode="predict")
-    try:
-        load_weights(model, model_path, purpose="predict")
-    except CheckpointError as err:
-        fail(str(err))
+    model = Facenet(found.backbone, mode="predict")
+    load_weights(model, model_path, purpose="predict")
     model.to(device)
 
     try:
-        result = evaluate_lfw(model, pairs, input_shape, letterbox_image, batch_size, device, flip=flip,
+        result = evaluate_lfw(model, pairs, found.input_shape, letterbox_image, batch_size, device, flip=flip,
                               num_workers=num_workers)
     except ImageError as err:
-        fail(f"{err}; fix or replace that file in {lfw_dir_path}")
+        raise UserError(f"{err}; fix or replace that file in {lfw_dir_path}") from None
     wall = time.perf_counter() - start
 
     fold_list = ",".join(map(str, result["folds"]))
     print(f"\nLFW verification: {result['num_pairs']} pairs ({result['num_same']} same) of folds {fold_list}, "
-          f"{result['num_images']} images, flip {'on' if flip else 'off'}, {device}")
+          f"{result['num_images']} images at {found.input_shape[0]}x{found.input_shape[1]}, "
+          f"flip {'on' if flip else 'off'}, {device}")
     if result["warning"]:
         print(f"WARNING: {result['warning']}")
     print(f"  accuracy         {result['accuracy_mean']:.5f} +- {result['accuracy_std']:.5f}")
@@ -84,15 +99,14 @@ def main() -> None:
     print(f"  speed            {result['num_images']} images in {result['embed_seconds']:.1f} s "
           f"({result['images_per_second']:.1f} images/s); wall time {wall:.1f} s")
 
-    save_roc_plot(result, png_save_path, title=f"LFW ROC, {backbone}, folds {fold_list}")
-    # threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
-    save_json({"threshold": result["threshold_mean"], "input_shape": input_shape, **result,
-               "wall_seconds": wall, "device": device,
-               "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)}, "settings": settings},
-              json_save_path)
+    save_roc_plot(result, png_save_path, title=f"LFW ROC, {found.backbone}, folds {fold_list}")
+    # backbone, threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
+    write_json(json_save_path, {"backbone": found.backbone, "threshold": result["threshold_mean"],
+                                "input_shape": found.input_shape, **result, "wall_seconds": wall, "device": device,
+                                "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)},
+                                "settings": settings})
     print(f"Saved {png_save_path} and {json_save_path}")
 
 
 if __name__ == "__main__":
-    configure(globals())
-    main()
+    run_main(lambda: (configure(globals()), main()))

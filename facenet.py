@@ -1,70 +1,69 @@
 """Face verification with trained FaceNet weights: embeddings, pair distances and a side-by-side figure.
 
 ``Facenet`` keeps the original repository's interface (``_defaults`` overridable by keyword,
-``detect_image(image_1, image_2)`` returning the embedding distance) and adds a batch ``embed`` API,
-the decision threshold that travels with the weights, and optional MTCNN alignment of raw photos.
+``detect_image(image_1, image_2)`` returning the embedding distance and drawing the pair) and adds
+``distance`` / ``compare`` without the figure, a batch ``embed`` API, the backbone, input size and
+threshold that travel with the weights (their JSON), and automatic MTCNN alignment of raw photos.
 """
 from __future__ import annotations
 
-import io
-import json
 import os
+import warnings
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.backends import BackendFilter, backend_registry
 from PIL import Image, ImageOps
 
+from nets.facenet import BACKBONES
 from nets.facenet import Facenet as FacenetNet
-from utils.checkpoint import CheckpointError, load_weights, write_bytes_atomic
-from utils.config import print_settings
+from utils.checkpoint import CheckpointError, load_weights, model_settings, save_figure
+from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
+from utils.detect import Detections, FaceDetector, align_face, main_face
+from utils.embedding import embed_batch, inference_copy
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
 
+REPOSITORY = os.path.dirname(os.path.abspath(__file__))
 # Distance below which two L2-normalised 128-d FaceNet embeddings are taken as one person when the
 # weights come without a threshold measured by eval_LFW.py; 1.1 is the usual value for such models.
 FALLBACK_THRESHOLD = 1.1
 # Network input when neither the caller nor the weights' JSON gives one: the original's.
 DEFAULT_INPUT_SHAPE = [160, 160, 3]
-# Marks a PIL image that ``Facenet.face`` already aligned, so that aligning is never applied twice.
+# Marks a PIL image that ``Facenet.face`` already prepared, so that aligning is never applied twice.
 ALIGNED_KEY = "facenet_aligned"
-# Alignment of raw photos, the same as align_dataset.py applies to the training data.
+# Alignment of raw photos, the same as align_dataset.py applies to the training data (crop mode).
 ALIGN_SIZE, ALIGN_MARGIN = 160, 32
-# MTCNN's pnet.pt, rnet.pt and onet.pt ship with the repository, so they are found from any directory.
-DETECTOR_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_data")
+ALIGN_CHOICES = ("auto", True, False)
+# A photo counts as a face crop like align_dataset.py's when its main face box (made square) spans
+# this share of the shorter side, about (ALIGN_SIZE - ALIGN_MARGIN) / ALIGN_SIZE = 0.8, centred within
+# TIGHT_CENTRE of the side, in a near-square photo. Measured on 150 LFW images each: aligned crops
+# span 0.74-0.89 (centre within 0.042), raw LFW photos 0.40-0.65.
+TIGHT_SIDE = (0.70, 0.95)
+TIGHT_CENTRE = 0.08
+TIGHT_ASPECT = 1.25
+# Two different images whose embeddings are closer than this are a collapsed model, not one face.
+COLLAPSED_DISTANCE = 1e-3
+# Inputs (pixels / 255) differing by less than this on average count as the same image.
+SAME_IMAGE = 0.01
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
 
-def sidecar_path(model_path: str) -> str:
-    """Where the numbers that travel with ``model_path`` are looked for: the JSON of eval_LFW.py saved
-    under the same name with ``.json`` (its ``threshold`` and ``input_shape`` are used)."""
-    return os.path.splitext(model_path)[0] + ".json"
+class EmbeddingError(UserError):
+    """Embeddings that cannot be compared (NaN): the weights are broken."""
 
 
-def read_sidecar(model_path: str) -> dict:
-    """The JSON stored beside ``model_path``, or {} when there is no such file."""
-    path = sidecar_path(model_path)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        if not isinstance(data, dict):
-            raise ValueError
-    except (OSError, ValueError):
-        raise CheckpointError(f"{path}: not a readable JSON object; run eval_LFW.py again, "
-                              "or delete it and set --threshold") from None
-    return data
+@dataclass
+class Comparison:
+    """The outcome for one pair: distance, verdict ("same person", "different people" or
+    "no verdict") and, when the numbers cannot be trusted, the warning saying why."""
 
-
-def check_threshold(value: object, source: str) -> float:
-    """A distance threshold must be a number in (0, 2]: distances of unit vectors lie in [0, 2]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
-        raise CheckpointError(f"{source}: threshold must be a number between 0 and 2, not {value!r}")
-    return float(value)
+    distance: float
+    verdict: str
+    warning: str | None = None
 
 
 def is_interactive_backend() -> bool:
@@ -73,34 +72,60 @@ def is_interactive_backend() -> bool:
     return matplotlib.get_backend().lower() not in names
 
 
-def save_figure_atomic(figure: plt.Figure, path: str) -> None:
-    """Save ``figure`` through a temporary file and a rename, in the format of the file's extension."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=os.path.splitext(path)[1].lstrip(".").lower() or "png")
-    write_bytes_atomic(path, buffer.getvalue())
+def repository_path(path: str, default: str) -> str:
+    """``path``, or the repository's copy of it when it is the relative ``default`` and the working
+    directory is elsewhere (so the shipped weights are found from any directory)."""
+    if path == default and not os.path.isabs(path) and not os.path.exists(path):
+        return os.path.join(REPOSITORY, path)
+    return path
+
+
+def normalise_align(value: object) -> str | bool:
+    """The align setting as "auto", True or False; command-line text such as "True" is accepted."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+        value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+    return check_choice("align", value, ALIGN_CHOICES)
+
+
+def is_face_crop(boxes: np.ndarray, index: int, size: tuple[int, int]) -> bool:
+    """True when face ``index`` of ``boxes`` sits in a ``size`` = (width, height) picture the way
+    align_dataset.py's crop mode puts it: centred and spanning about 0.8 of the side."""
+    width, height = size
+    if max(width, height) > TIGHT_ASPECT * min(width, height):
+        return False
+    x1, y1, x2, y2 = boxes[index].astype(np.float64)
+    side = max(x2 - x1, y2 - y1) / min(width, height)
+    off_x, off_y = abs((x1 + x2) / 2 - width / 2) / width, abs((y1 + y2) / 2 - height / 2) / height
+    return bool(TIGHT_SIDE[0] <= side <= TIGHT_SIDE[1] and max(off_x, off_y) <= TIGHT_CENTRE)
 
 
 class Facenet:
     """Trained FaceNet for verification; every entry of ``_defaults`` can be overridden by keyword."""
 
     _defaults = {
-        # Trained weights: the released file, or your own from logs/ after train.py.
+        # Trained weights: the released file, or your own from logs/ after train.py. The default is
+        # found in the repository when the working directory is elsewhere.
         "model_path": "model_data/facenet_mobilenet.pth",
         # Network input [height, width, channels]; must match training. None: the input_shape stored
-        # beside the weights (<model_path without extension>.json), else [160, 160, 3].
+        # beside the weights (<model_path without extension>.json), else [160, 160, 3] with a note.
         "input_shape": None,
-        # "mobilenet" or "inception_resnetv1"; must match the weights.
-        "backbone": "mobilenet",
+        # "mobilenet" or "inception_resnetv1"; None: from the weights' JSON, else from the weights.
+        "backbone": None,
         # Resize keeping the aspect ratio, padding with grey (as in training).
         "letterbox_image": True,
         # Use the GPU when there is one; falls back to the CPU with a note otherwise.
         "cuda": True,
         # Same-person distance threshold; None reads it from <model_path without extension>.json.
         "threshold": None,
-        # Detect and align the face in each photo with MTCNN first (for raw photos, not crops).
-        "align": False,
-        # Where the side-by-side figure is saved when there is no display.
+        # "auto": align photos with MTCNN unless they already are face crops like align_dataset.py's;
+        # True: always align; False: use every image as it is.
+        "align": "auto",
+        # Also embed the mirror image and add the two embeddings (as eval_LFW.py --flip).
+        "flip": False,
+        # Where the side-by-side figure of detect_image is saved when there is no display.
         "figure_path": "img/result.png",
+        # Print the settings, the weights loaded and notes (predict.py does); False keeps the API quiet.
+        "verbose": False,
     }
 
     def __init__(self, **kwargs) -> None:
@@ -112,55 +137,64 @@ class Facenet:
         self.__dict__.update(kwargs)
         self.generate()
 
+    def say(self, message: str) -> None:
+        """Print a note or warning when verbose; a quiet object still raises warnings as Python warnings."""
+        if self.verbose:
+            print(message)
+        elif message.startswith("warning: "):
+            warnings.warn(message[len("warning: "):], stacklevel=4)
+
     def generate(self) -> None:
-        """Build the network, load the weights strictly, pick the device and the threshold."""
+        """Check the settings, build the network, load the weights strictly, pick device and threshold."""
+        self.model_path = repository_path(self.model_path, self._defaults["model_path"])
+        self.align = normalise_align(self.align)
+        for name in ("letterbox_image", "cuda", "flip", "verbose"):
+            check_bool(name, getattr(self, name))
+        if self.backbone is not None:
+            check_choice("backbone", self.backbone, BACKBONES)
+        if self.input_shape is not None:
+            self.input_shape = check_input_shape("input_shape", self.input_shape)
         if self.cuda and not torch.cuda.is_available():
-            print("note: cuda=True but no GPU is available; running on the CPU")
+            self.say("note: cuda=True but no GPU is available; running on the CPU")
         self.device = torch.device("cuda" if self.cuda and torch.cuda.is_available() else "cpu")
         if not os.path.isfile(self.model_path):
             raise CheckpointError(f"{self.model_path}: no weights file; copy the trained "
-                                  f"facenet_{self.backbone}.pth there, or train with train.py and pass "
-                                  "--model_path logs/<weights>.pth")
+                                  f"facenet_{self.backbone or 'mobilenet'}.pth there, or train with train.py "
+                                  "and pass --model_path logs/<weights>.pth")
+        found = model_settings(self.model_path, self.backbone, self.input_shape, self.threshold,
+                               DEFAULT_INPUT_SHAPE)
+        self.backbone, self.input_shape = found.backbone, found.input_shape
+        for message in found.messages:
+            self.say(message)
+        if found.threshold is None:
+            self.say(f"note: no threshold given and none stored beside {self.model_path}; using "
+                     f"{FALLBACK_THRESHOLD} (typical for 128-d FaceNet embeddings). Run eval_LFW.py "
+                     "to measure one for these weights, or set --threshold")
+            self.threshold, self.threshold_source = FALLBACK_THRESHOLD, "fallback"
+        else:
+            self.threshold, self.threshold_source = found.threshold, found.threshold_source
+
         net = FacenetNet(backbone=self.backbone, mode="predict")
-        load_weights(net, self.model_path, purpose="predict")
-        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        load_weights(net, self.model_path, purpose="predict", verbose=self.verbose)
+        self.net = inference_copy(net).to(self.device, memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        sidecar = read_sidecar(self.model_path)
-        if self.input_shape is None:
-            self.input_shape = list(sidecar.get("input_shape") or DEFAULT_INPUT_SHAPE)
-        if self.threshold is not None:
-            self.threshold = check_threshold(self.threshold, "--threshold")
-            self.threshold_source = "setting"
-        elif "threshold" in sidecar:
-            self.threshold = check_threshold(sidecar["threshold"], sidecar_path(self.model_path))
-            self.threshold_source = sidecar_path(self.model_path)
-        else:
-            print(f"note: no threshold given and {sidecar_path(self.model_path)} has none; using "
-                  f"{FALLBACK_THRESHOLD} (typical for 128-d FaceNet embeddings). Run eval_LFW.py "
-                  "to measure one for these weights, or set --threshold")
-            self.threshold = FALLBACK_THRESHOLD
-            self.threshold_source = "fallback"
-
         self.detector = None
         if self.align:
-            # Imported only here so that inference without alignment does not need the detector.
-            from utils.detect import DetectorError, FaceDetector
-            try:
-                self.detector = FaceDetector(weights_dir=DETECTOR_WEIGHTS, device=str(self.device))
-            except DetectorError as err:
-                raise CheckpointError(str(err)) from None
-
-        print_settings({"model_path": self.model_path, "backbone": self.backbone,
-                        "input_shape": self.input_shape, "letterbox_image": self.letterbox_image,
-                        "device": str(self.device),
-                        "threshold": f"{self.threshold:.4f} ({self.threshold_source})",
-                        "align": self.align, "figure_path": self.figure_path})
+            self.detector = FaceDetector(weights_dir=os.path.join(REPOSITORY, "model_data"),
+                                         device=str(self.device))
+        if self.verbose:
+            print_settings({"model_path": self.model_path, "backbone": self.backbone,
+                            "input_shape": self.input_shape, "letterbox_image": self.letterbox_image,
+                            "device": str(self.device),
+                            "threshold": f"{self.threshold:.4f} ({self.threshold_source})",
+                            "align": self.align, "flip": self.flip, "figure_path": self.figure_path})
 
     def face(self, image: ImageInput) -> Image.Image:
-        """The RGB face the network will see: ``image`` (a path or a PIL image) decoded and, with
-        ``align``, detected and cropped by MTCNN. Raises ImageError with one line when unusable.
+        """The RGB picture the network will see: ``image`` (a path or a PIL image) decoded and, as
+        ``align`` says, its main face detected and cropped by MTCNN the way align_dataset.py crops
+        training data. Raises ImageError with one line when unusable or when no face is found.
         Applying it to its own result returns that result unchanged."""
         if isinstance(image, Image.Image):
             if image.info.get(ALIGNED_KEY):
@@ -175,12 +209,20 @@ class Facenet:
             rgb = open_rgb(name)
         if self.detector is None:
             return rgb
-        from utils.detect import align_face
-        face = align_face(rgb, self.detector.detect(rgb), mode="crop", image_size=ALIGN_SIZE,
-                           margin=ALIGN_MARGIN)
-        if face is None:
-            raise ImageError(f"{name}: no face found; use a photo with a clearly visible face, "
-                             "or an already cropped face with --align False")
+        return self.choose(rgb, self.detector.detect(rgb), name)
+
+    def choose(self, rgb: Image.Image, found: Detections, name: str = "image") -> Image.Image:
+        """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``, as ``align`` says:
+        the photo itself when it is a face crop (auto), else its main face cropped like align_dataset.py."""
+        index = main_face(found, rgb.size)
+        if index is None:
+            hint = "or give a face crop with --align False" if self.align == "auto" else \
+                "or, for an already cropped face, --align False"
+            raise ImageError(f"{name}: no face found; use a photo with a clearly visible face, {hint}")
+        if self.align == "auto" and is_face_crop(found.boxes, index, rgb.size):
+            face = rgb
+        else:
+            face = align_face(rgb, found, mode="crop", image_size=ALIGN_SIZE, margin=ALIGN_MARGIN, index=index)
         face.info[ALIGNED_KEY] = True
         return face
 
@@ -191,13 +233,15 @@ class Facenet:
         return torch.stack([to_tensor(image) for image in resized]), resized
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        """L2-normalised embeddings of a preprocessed batch in one pass, as float32 (N, 128)."""
-        with torch.inference_mode():
-            batch = batch.to(self.device, memory_format=torch.channels_last)
-            return self.net(batch).float().cpu().numpy()
+        """L2-normalised embeddings of a preprocessed batch, as float32 (N, 128); NaN is an error."""
+        embeddings = embed_batch(self.net, batch, self.device, flip=self.flip)
+        if not np.isfinite(embeddings).all():
+            raise EmbeddingError(f"{self.model_path}: the embeddings are NaN or infinite: these weights are "
+                                 "broken (a diverged training run?); use other weights")
+        return embeddings
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """L2-normalised embeddings (N, 128) float32 of image paths or PIL images, in one forward pass."""
+        """L2-normalised embeddings (N, 128) float32 of image paths or PIL images, in one batch."""
         if len(images) == 0:
             return np.zeros((0, self.net.Bottleneck.out_features), dtype=np.float32)
         return self._forward(self._inputs(images)[0])
@@ -206,24 +250,46 @@ class Facenet:
         """'same person' when ``distance`` is below the threshold, else 'different people'."""
         return "same person" if distance < self.threshold else "different people"
 
+    def _compare(self, image_1: ImageInput, image_2: ImageInput) -> tuple[Comparison, list[Image.Image]]:
+        batch, shown = self._inputs([image_1, image_2])
+        embedding_1, embedding_2 = self._forward(batch)
+        distance = float(np.linalg.norm(embedding_1 - embedding_2))
+        differ = float((batch[0] - batch[1]).abs().mean()) > SAME_IMAGE
+        if distance < COLLAPSED_DISTANCE and differ:
+            return Comparison(distance, "no verdict",
+                              f"two different images got the same embedding (distance {distance:.2g}): "
+                              f"{self.model_path} maps faces to one point (collapsed or barely trained "
+                              "weights), so the distance says nothing"), shown
+        return Comparison(distance, self.verdict(distance)), shown
+
+    def compare(self, image_1: ImageInput, image_2: ImageInput) -> Comparison:
+        """Distance, verdict and any warning for two images, without drawing anything."""
+        return self._compare(image_1, image_2)[0]
+
+    def distance(self, image_1: ImageInput, image_2: ImageInput) -> float:
+        """Euclidean distance (0 to 2) between the two faces' embeddings, without drawing anything."""
+        return self.compare(image_1, image_2).distance
+
     def detect_image(self, image_1: ImageInput, image_2: ImageInput) -> float:
         """Distance between the two faces' embeddings; shows them side by side with the verdict
         (or, without a display, saves the figure to ``figure_path`` and prints where)."""
-        batch, (shown_1, shown_2) = self._inputs([image_1, image_2])
-        embedding_1, embedding_2 = self._forward(batch)
-        distance = float(np.linalg.norm(embedding_1 - embedding_2))
+        comparison, shown = self._compare(image_1, image_2)
+        self.show(comparison, shown)
+        return comparison.distance
 
+    def show(self, comparison: Comparison, shown: list[Image.Image]) -> None:
+        """Draw the pair with its verdict: a window with a display, else the file ``figure_path``."""
+        import matplotlib.pyplot as plt
         figure, axes = plt.subplots(1, 2, figsize=(6, 3.4))
-        for axis, image in zip(axes, (shown_1, shown_2)):
+        for axis, image in zip(axes, shown):
             axis.imshow(np.asarray(image))
             axis.axis("off")
-        figure.suptitle(f"Distance: {distance:.3f} - {self.verdict(distance)} "
+        figure.suptitle(f"Distance: {comparison.distance:.3f} - {comparison.verdict} "
                         f"(threshold {self.threshold:.3f})")
         figure.tight_layout()
         if is_interactive_backend():
             plt.show()
         else:
-            save_figure_atomic(figure, self.figure_path)
+            save_figure(figure, self.figure_path)
             print(f"figure saved to {self.figure_path}")
         plt.close(figure)
-        return distance

@@ -2,15 +2,18 @@
 
     python predict.py                                 # asks for image pairs until Ctrl-C or Ctrl-D
     python predict.py img/1_001.jpg img/1_002.jpg     # one pair; exit status 2 on a bad file
+
+Raw photos are detected and aligned like the training data; face crops are used as they are.
 """
 #------- settings (edit here or override as --name value) -------
 model_path = "model_data/facenet_mobilenet.pth"  # trained weights (or logs/<weights>.pth after train.py)
-backbone = "mobilenet"                           # "mobilenet" or "inception_resnetv1", as the weights
+backbone = None                                  # None: from <model_path>.json, else read from the weights
 input_shape = None                               # network input as in training; None: from <model_path>.json, else 160,160,3
 letterbox_image = True                           # keep the aspect ratio when resizing
 cuda = True                                      # use the GPU if there is one
-threshold = None                                 # None: read from <model_path without .pth>.json
-align = False                                    # detect and align faces with MTCNN first (raw photos)
+threshold = None                                 # None: read from <model_path without .pth>.json, else 1.1
+align = "auto"                                   # auto: align raw photos, keep face crops | True: always | False: never
+flip = False                                     # also embed the mirror images (as eval_LFW.py --flip)
 figure_path = "img/result.png"                   # where the figure goes when there is no display
 #------------------------------------------------------------------
 import os
@@ -19,10 +22,9 @@ import sys
 from PIL import Image
 
 from facenet import Facenet
-from utils.checkpoint import CheckpointError
-from utils.config import configure, fail, settings_of
+from utils.checkpoint import figure_extensions
+from utils.config import UserError, check_output_file, configure, run_main, settings_of
 from utils.image import ImageError
-
 
 
 def user_path(text: str) -> str:
@@ -51,35 +53,31 @@ def ask(model: Facenet, prompt: str) -> Image.Image:
             print(f"error: {err}", file=sys.stderr)
 
 
-def report(model: Facenet, distance: float) -> None:
-    print(f"Distance: {distance:.3f} -> {model.verdict(distance)} (threshold {model.threshold:.3f})")
+def compare(model: Facenet, image_1, image_2) -> None:
+    """Print the distance and the verdict, after the warning when the embeddings cannot be trusted."""
+    comparison, shown = model._compare(image_1, image_2)
+    if comparison.warning:
+        print(f"warning: {comparison.warning}")
+    model.show(comparison, shown)
+    print(f"Distance: {comparison.distance:.3f} -> {comparison.verdict} (threshold {model.threshold:.3f})")
 
 
 def main(paths: list[str]) -> None:
     if len(paths) == 1:
-        fail("give two image files to compare, or none to be asked for them")
-    try:
-        model = Facenet(**settings_of(globals()))
-    except CheckpointError as err:
-        fail(err)
+        raise UserError("give two image files to compare, or none to be asked for them")
+    check_output_file("figure_path", figure_path, figure_extensions())
+    model = Facenet(**settings_of(globals()), verbose=True)
     if paths:
-        try:
-            report(model, model.detect_image(*map(user_path, paths)))
-        except ImageError as err:
-            fail(err)
+        compare(model, *map(user_path, paths))
         return
     try:
         while True:
             image_1 = ask(model, "Input image_1 filename:")
             image_2 = ask(model, "Input image_2 filename:")
-            report(model, model.detect_image(image_1, image_2))
+            compare(model, image_1, image_2)
     except (EOFError, KeyboardInterrupt):
         print()
 
 
 if __name__ == "__main__":
-    try:
-        main(configure(globals(), positional=2))
-    except KeyboardInterrupt:
-        print()
-        sys.exit(130)
+    run_main(lambda: main(configure(globals(), positional=2)))

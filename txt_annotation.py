@@ -4,57 +4,82 @@
     python txt_annotation.py --datasets_path /data/faces --check_images False
 
 Person folders get contiguous ids in sorted order. Only image files count; other files, hidden entries
-and folders without images are skipped and take no id. With check_images, unreadable files are left out.
+and folders without images are skipped and take no id. With check_images every image is decoded fully
+and unreadable or truncated files are left out. Images in folders below a person folder and names
+that cannot be written as one line are left out too, and reported.
 """
 #------- settings (edit here or override as --name value) -------
 datasets_path = "datasets"          # one folder per person, images inside
 annotation_path = "cls_train.txt"
 names_path = "cls_names.txt"
 absolute_paths = True               # the original writes absolute paths; False: relative to the annotation file
-check_images = True                 # open and verify every image (cheap: no full decode)
+check_images = True                 # decode every image fully and leave out those that fail (truncated ...)
 #------------------------------------------------------------------
 import os
-import sys
-
-from PIL import Image
 
 from utils.checkpoint import write_text_atomic
-from utils.config import configure
-from utils.image import is_image_file
+from utils.config import UserError, check_bool, check_output_file, configure, run_main
+from utils.image import ImageError, is_image_file, open_rgb
 
 
-def scan(root: str) -> list[tuple[str, list[str]]]:
-    """(folder name, sorted image paths) of every person folder under ``root`` that holds images."""
-    people = []
+class DatasetError(UserError):
+    """A datasets folder that gives no annotation; the message is one line naming it."""
+
+
+def writable_name(text: str) -> bool:
+    """True when ``text`` can stand in one line of a UTF-8 annotation file: no line breaks of any kind
+    (str.splitlines breaks at \\r, \\x0b, \\x85, \\u2028 ...) and no undecodable bytes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return len(f"a{text}b".splitlines()) == 1
+
+
+def scan(root: str) -> tuple[list[tuple[str, list[str]]], list[str], list[str]]:
+    """(person folder name, sorted image paths) of every folder under ``root`` that holds images, then
+    the image files in folders below a person folder (not used), then the paths with unwritable names."""
+    people, nested, unsafe = [], [], []
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
         if name.startswith(".") or not os.path.isdir(folder):
             continue
-        images = [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-                  if not f.startswith(".") and is_image_file(f) and os.path.isfile(os.path.join(folder, f))]
-        if images:
+        images = []
+        for entry in sorted(os.listdir(folder)):
+            path = os.path.join(folder, entry)
+            if entry.startswith("."):
+                continue
+            if os.path.isdir(path):
+                nested += sorted(os.path.join(below, f) for below, _, files in os.walk(path)
+                                 for f in files if is_image_file(f) and not f.startswith("."))
+            elif is_image_file(entry) and os.path.isfile(path):
+                (images if writable_name(path) else unsafe).append(path)
+        if images and not writable_name(name):
+            unsafe += images
+        elif images:
             people.append((name, images))
-    return people
+    return people, nested, unsafe
 
 
 def readable(path: str) -> bool:
-    """True when PIL recognises the file and its structure verifies (no pixel decode)."""
+    """True when the image decodes completely, exactly as training will read it."""
     try:
-        with Image.open(path) as image:
-            image.verify()
+        open_rgb(path)
         return True
-    except Exception:  # PIL raises many types for broken files; any of them means unreadable
+    except ImageError:
         return False
 
 
 def annotate(root: str, annotation: str, names: str, absolute: bool = True, check: bool = True) -> dict:
-    """Write both files; return the summary counts and the unreadable files."""
+    """Write both files; return the summary counts, the unreadable files, the images in nested
+    folders and those whose names cannot be written."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such folder; put one folder per person with their images there "
-                                "or set --datasets_path")
+        raise DatasetError(f"{root}: no such folder; put one folder per person with their images there "
+                           "or set --datasets_path")
     base = os.path.dirname(os.path.abspath(annotation))
+    people, nested, unsafe = scan(root)
     lines, name_lines, bad, singles = [], [], [], 0
-    for name, images in scan(root):
+    for name, images in people:
         if check:
             broken = {p for p in images if not readable(p)}
             bad += sorted(broken)
@@ -67,17 +92,21 @@ def annotate(root: str, annotation: str, names: str, absolute: bool = True, chec
         for path in images:
             lines.append(f"{label};{os.path.abspath(path) if absolute else os.path.relpath(path, base)}")
     if not lines:
-        raise FileNotFoundError(f"{root}: no images found in any person folder ({root}/<person>/<image>)")
+        raise DatasetError(f"{root}: no usable images in any person folder ({root}/<person>/<image>)")
     write_text_atomic(annotation, "\n".join(lines) + "\n")
     write_text_atomic(names, "\n".join(name_lines) + "\n")
-    return {"people": len(name_lines), "images": len(lines), "single": singles, "unreadable": bad}
+    return {"people": len(name_lines), "images": len(lines), "single": singles, "unreadable": bad,
+            "nested": nested, "unsafe": unsafe}
 
 
 def main() -> None:
-    try:
-        summary = annotate(datasets_path, annotation_path, names_path, absolute_paths, check_images)
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        sys.exit(f"error: {err}")
+    check_bool("absolute_paths", absolute_paths)
+    check_bool("check_images", check_images)
+    check_output_file("annotation_path", annotation_path)
+    check_output_file("names_path", names_path)
+    if os.path.abspath(annotation_path) == os.path.abspath(names_path):
+        raise UserError(f"--annotation_path and --names_path are the same file {annotation_path}")
+    summary = annotate(datasets_path, annotation_path, names_path, absolute_paths, check_images)
     print(f"{annotation_path}: {summary['people']} people, {summary['images']} images; "
           f"{summary['single']} people with one image only (negatives and cross-entropy only, never anchors)")
     print(f"{names_path}: id -> folder name")
@@ -85,8 +114,14 @@ def main() -> None:
         print(f"{len(summary['unreadable'])} unreadable files left out, e.g. {summary['unreadable'][0]}")
     elif check_images:
         print("all images readable")
+    if summary["nested"]:
+        print(f"warning: {len(summary['nested'])} images in folders below a person folder left out (only "
+              f"{datasets_path}/<person>/<image> counts), e.g. {summary['nested'][0]}")
+    if summary["unsafe"]:
+        print(f"warning: {len(summary['unsafe'])} images left out whose folder or file name holds a line break "
+              f"or undecodable bytes (it cannot be one line of {annotation_path}), e.g. "
+              f"{ascii(summary['unsafe'][0])}; rename them")
 
 
 if __name__ == "__main__":
-    configure(globals())
-    main()
+    run_main(lambda: (configure(globals()), main()))

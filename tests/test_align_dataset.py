@@ -1,6 +1,8 @@
 """align_dataset.py on small trees of the committed photos: outputs, failures.csv, resume, layouts."""
 import csv
+import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from PIL import Image
 
 import align_dataset
 from conftest import FIXTURES, ROOT
+from utils.detect import DetectorError
 
 PHOTOS = os.path.join(FIXTURES, "mtcnn")
 WEIGHTS = os.path.join(ROOT, "model_data")
@@ -105,9 +108,9 @@ def test_flat_folder_warp_mode_and_name_clash(tmp_path):
     put(root, "a.jpg", "Aaron_Peirsol_0001.jpg")
     put(root, "b.png", "Colin_Powell_0047.jpg")
     put(root, "a.png", "Aaron_Peirsol_0002.jpg")  # would also become a.jpg
-    out = root / "aligned"  # inside the input: must not be read back as input
+    out = tmp_path / "aligned"
     summary = align_dataset.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
-    assert sorted(os.listdir(out)) == ["a.jpg", "b.jpg", "failures.csv"]
+    assert sorted(os.listdir(out)) == ["a.jpg", "align_settings.json", "b.jpg", "failures.csv"]
     with Image.open(out / "b.jpg") as face:
         assert face.size == (112, 112)
     assert summary.images == 3 and summary.aligned == 2
@@ -124,7 +127,7 @@ def test_thresholds_reach_the_detector(nested, tmp_path):
 
 
 def test_missing_weights_stop_before_writing(nested, tmp_path):
-    with pytest.raises(align_dataset.DetectorError, match="pnet.pt"):
+    with pytest.raises(DetectorError, match="pnet.pt"):
         align_dataset.align_tree(str(nested), str(tmp_path / "out"), weights_dir=str(tmp_path / "none"))
     assert not os.path.exists(tmp_path / "out")
 
@@ -142,4 +145,77 @@ def test_command_line_with_two_workers(nested, tmp_path):
         assert face.size == (128, 128)
     bad = subprocess.run([sys.executable, "align_dataset.py", "--input_dir", str(nested), "--mode", "affine"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --mode must be crop or warp, not 'affine'"
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --mode must be one of crop, warp, not 'affine'"
+
+
+@pytest.mark.parametrize("where, words", [("same", "is the input folder"), ("inside", "is inside --input_dir"),
+                                          ("around", "contains --input_dir")])
+def test_output_folder_must_be_apart_from_the_input(nested, where, words):
+    out = {"same": nested, "inside": nested / "Texture" / "aligned", "around": nested.parent}[where]
+    with pytest.raises(align_dataset.AlignError, match=words):
+        align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    assert sorted(os.listdir(nested / "Texture")) == ["broken.jpg", "notes.txt", "texture_no_face.jpg"]
+
+
+def test_settings_are_recorded_and_a_rerun_with_others_refused(nested, tmp_path, monkeypatch):
+    out = tmp_path / "aligned"
+    align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    recorded = json.loads((out / "align_settings.json").read_text())
+    assert recorded["image_size"] == 160 and recorded["mode"] == "crop" and recorded["margin"] == 32
+    with pytest.raises(align_dataset.AlignError, match="image_size 160.*not image_size 112.*--redo True"):
+        align_dataset.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS)
+    with Image.open(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") as face:
+        assert face.size == (160, 160)
+    counter = CountingAligner(align_dataset.align_file)
+    monkeypatch.setattr(align_dataset, "align_file", counter)
+    redone = align_dataset.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS,
+                                      redo=True)
+    assert redone.kept == 0 and len(counter.calls) == 5
+    with Image.open(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") as face:
+        assert face.size == (112, 112)
+    assert json.loads((out / "align_settings.json").read_text())["image_size"] == 112
+
+
+def test_a_filled_folder_of_unknown_origin_is_refused(nested, tmp_path):
+    out = tmp_path / "someone_elses"
+    out.mkdir()
+    (out / "photo.jpg").write_bytes(b"keep me")
+    with pytest.raises(align_dataset.AlignError, match="not empty and has no align_settings.json"):
+        align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--image_size", "0"], "--image_size must be from 16 to 4096"),
+    (["--margin", "-1"], "--margin must be from 0 to 159"),
+    (["--num_workers", "-1"], "--num_workers must be from 1 to 256"),
+    (["--min_face_size", "0"], "--min_face_size must be from 10 to 10000"),
+    (["--thresholds", "0.6,0.7,1.5"], "--thresholds must be from 0 to 1"),
+    (["--jpeg_quality", "0"], "--jpeg_quality must be from 1 to 100"),
+    (["--no_face", "center"], "--no_face must be one of skip, centre"),
+    (["--output_dir", "INPUT"], "is the input folder"),
+    (["--output_dir", "FILE"], "is a file, not a folder"),
+    (["--input_dir", "NOWHERE"], "input folder not found"),
+])
+def test_bad_settings_exit_2_with_one_line(nested, tmp_path, monkeypatch, capsys, args, words):
+    (tmp_path / "FILE").write_text("a file")
+    args = [a.replace("INPUT", str(nested)).replace("FILE", str(tmp_path / "FILE"))
+            .replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
+    script = os.path.join(ROOT, "align_dataset.py")
+    monkeypatch.setattr(sys, "argv", [script, "--input_dir", str(nested), "--output_dir", str(tmp_path / "out"),
+                                      *args])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(script, run_name="__main__")
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and words in line
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_refused(nested, tmp_path, monkeypatch, capsys):
+    script = os.path.join(ROOT, "align_dataset.py")
+    monkeypatch.setattr(sys, "argv", [script, "--input_dir", str(nested), "--output_dir", str(tmp_path / "o"),
+                                      "--device", "cuda"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(script, run_name="__main__")
+    assert info.value.code == 2 and "no GPU" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """utils/checkpoint.py: every accepted checkpoint format round-trips; every bad file gets one clear line."""
+import json
 import os
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 
 from conftest import FIXTURES
 from nets.facenet import Facenet
-from utils.checkpoint import CheckpointError, load_weights, read_state_dict, save_atomic, write_text_atomic
+from utils.checkpoint import (CheckpointError, load_weights, model_settings, read_state_dict, read_weights_info,
+                              save_atomic, weights_info_path, write_text_atomic, write_weights_info)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +131,55 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     assert sorted(os.listdir(tmp_path / "sub")) == ["x.json", "x.pth"]
     state_dict, notes = read_state_dict(str(tmp_path / "sub" / "x.pth"))
     assert torch.equal(state_dict["a"], torch.ones(2)) and notes == []
+
+
+@pytest.fixture
+def plain_weights(tmp_path, trained):
+    path = str(tmp_path / "run" / "ep001.pth")
+    save_atomic(trained.state_dict(), path)
+    return path
+
+
+def test_weights_info_round_trip_and_settings_from_it(plain_weights):
+    path = write_weights_info(plain_weights, backbone="mobilenet", input_shape=(64, 64, 3), extra={"epoch": 1})
+    assert path == weights_info_path(plain_weights) == plain_weights[:-4] + ".json"
+    assert read_weights_info(plain_weights) == {"backbone": "mobilenet", "input_shape": [64, 64, 3], "epoch": 1}
+    found = model_settings(plain_weights)
+    assert (found.backbone, found.input_shape, found.threshold, found.messages) == ("mobilenet", [64, 64, 3],
+                                                                                    None, [])
+    write_weights_info(plain_weights, "mobilenet", [64, 64, 3], threshold=0.95)
+    found = model_settings(plain_weights, input_shape=[160, 160, 3], threshold=1.0)
+    assert found.input_shape == [160, 160, 3] and found.threshold == 1.0
+    assert found.messages[0].startswith("warning: --input_shape 160,160,3 contradicts")
+    assert "trained at 64,64,3" in found.messages[0] and "replaces 0.9500" in found.messages[1]
+    assert model_settings(plain_weights).threshold == 0.95
+
+
+def test_without_json_the_backbone_is_read_and_the_size_assumed(plain_weights):
+    found = model_settings(plain_weights)
+    assert found.backbone == "mobilenet" and found.input_shape == [160, 160, 3]
+    assert found.messages == [f"note: {plain_weights[:-4]}.json gives no input_shape; assuming 160,160,3; "
+                              "set --input_shape to the size the weights were trained at"]
+
+
+@pytest.mark.parametrize("info, words", [
+    ({"input_shape": [112, 112]}, "input_shape takes height,width,channels"),
+    ({"input_shape": [0, 0, 3]}, "sides from 16"),
+    ({"backbone": "resnet"}, "backbone must be one of"),
+    ({"threshold": 7}, "threshold must be a number above 0"),
+    ([1, 2], "not a readable JSON object"),
+])
+def test_bad_json_is_one_line_naming_it(plain_weights, info, words):
+    with open(weights_info_path(plain_weights), "w") as handle:
+        json.dump(info, handle)
+    with pytest.raises(CheckpointError, match=words) as error:
+        model_settings(plain_weights)
+    assert "ep001.json" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_nan_weights_are_refused(tmp_path, trained):
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    state["Bottleneck.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match="NaN or infinite values .*Bottleneck.weight"):
+        load_weights(Facenet("mobilenet", mode="predict"), str(tmp_path / "nan.pth"), verbose=False)

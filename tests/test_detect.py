@@ -193,3 +193,21 @@ def test_lfw_sample_all_found(detector):
         found = detector.detect(image)
         assert len(found.boxes), path
         check_face(found, main_face(found, image.size), frontal=False)
+
+
+def test_large_photo_is_searched_scaled_down_and_boxes_mapped_back(tmp_path):
+    """A photo longer than max_side is searched on a copy of that size: same face, boxes in its pixels."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        small = FaceDetector(os.path.join(ROOT, "model_data"), max_side=250)
+        image = photo("Aaron_Peirsol_0001.jpg")
+        big = image.resize((image.width * 4, image.height * 4), Image.BICUBIC)
+        at_size = small.detect(image)
+        scaled = small.detect(big)
+        assert len(scaled.boxes) == len(at_size.boxes) >= 1
+        np.testing.assert_allclose(scaled.boxes[0], at_size.boxes[0] * 4, atol=8)
+        np.testing.assert_allclose(scaled.landmarks[0], at_size.landmarks[0] * 4, atol=8)
+        check_face(scaled, 0)
+    finally:
+        torch.set_num_threads(threads)

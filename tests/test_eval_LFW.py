@@ -15,9 +15,9 @@ IMAGES = os.path.join(FIXTURES, "lfw", "images")
 PAIRS = os.path.join(FIXTURES, "lfw", "pairs.txt")
 
 
-def run_eval(tmp_path, weights, *extra):
+def run_eval(tmp_path, weights, *extra, shape=("--input_shape", "64,64,3")):
     args = [sys.executable, "eval_LFW.py", "--model_path", str(weights), "--lfw_dir_path", IMAGES,
-            "--lfw_pairs_path", PAIRS, "--input_shape", "64,64,3", "--num_workers", "1",
+            "--lfw_pairs_path", PAIRS, *shape, "--num_workers", "1",
             "--png_save_path", str(tmp_path / "out" / "roc.png"),
             "--json_save_path", str(tmp_path / "out" / "eval.json"), *extra]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -75,9 +75,34 @@ def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
     (("--lfw_dir_path", "no_lfw_here"), "no such LFW folder"),
     (("--lfw_pairs_path", "no_pairs.txt"), "no such pairs file"),
     (("--folds", "11"), "do not exist"),
+    (("--batch_size", "0"), "--batch_size must be at least 1"),
+    (("--num_workers", "-1"), "--num_workers must be from 0 to 64"),
+    (("--input_shape", "0,0,3"), "--input_shape must be height,width,3"),
+    (("--backbone", "resnet"), "--backbone must be one of"),
+    (("--png_save_path", "roc.xyz"), "must end in one of"),
+    (("--json_save_path", "tests"), "is a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, weights, change, words):
     done = run_eval(tmp_path, weights, *change)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and words in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_input_shape_comes_from_the_weights_json(tmp_path, weights):
+    from utils.checkpoint import write_weights_info
+    write_weights_info(str(weights), "mobilenet", [64, 64, 3])
+    done = run_eval(tmp_path, weights, shape=())
+    assert done.returncode == 0, done.stderr
+    assert "images at 64x64" in done.stdout and "warning" not in done.stdout
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["input_shape"] == [64, 64, 3] and report["backbone"] == "mobilenet"
+    done = run_eval(tmp_path, weights, shape=("--input_shape", "80,80,3"))
+    assert "warning: --input_shape 80,80,3 contradicts" in done.stdout and "images at 80x80" in done.stdout
+
+
+def test_help_exits_0():
+    done = subprocess.run([sys.executable, "eval_LFW.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "json_save_path = " in done.stdout and done.stderr == ""

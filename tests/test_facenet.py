@@ -89,7 +89,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(weights):
-    return Facenet(model_path=weights, cuda=False)
+    return Facenet(model_path=weights, cuda=False, align=False)
 
 
 def test_embed_batch_matches_single_calls(model):
@@ -119,7 +119,7 @@ def test_detect_image_distance_verdict_and_headless_figure(model, tmp_path, caps
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the fallback on a machine without a GPU")
 def test_cuda_falls_back_to_cpu_with_a_note(weights, capsys):
-    model = Facenet(model_path=weights, cuda=True)
+    model = Facenet(model_path=weights, cuda=True, verbose=True)
     out = capsys.readouterr().out
     assert model.device.type == "cpu"
     assert "no GPU" in out and "device           cpu" in out
@@ -133,7 +133,8 @@ def test_input_shape_travels_with_the_weights(tmp_path):
     model = Facenet(model_path=weights, cuda=False)
     assert model.input_shape == [112, 112, 3]
     assert model._inputs(["img/1_001.jpg"])[0].shape == (1, 3, 112, 112)
-    assert Facenet(model_path=weights, cuda=False, input_shape=[128, 128, 3]).input_shape == [128, 128, 3]
+    with pytest.warns(UserWarning, match="contradicts .*facenet_test.json, where the weights were trained at 112"):
+        assert Facenet(model_path=weights, cuda=False, input_shape=[128, 128, 3]).input_shape == [128, 128, 3]
 
 
 def test_threshold_sources(weights, tmp_path, capsys):
@@ -142,12 +143,14 @@ def test_threshold_sources(weights, tmp_path, capsys):
     bare = make_weights(tmp_path, threshold=None)
     capsys.readouterr()
     assert Facenet(model_path=bare, cuda=False).threshold == FALLBACK_THRESHOLD
-    assert "facenet_test.json has none" in capsys.readouterr().out
+    assert capsys.readouterr().out == ""  # the API is quiet unless asked
+    Facenet(model_path=bare, cuda=False, verbose=True)
+    assert "none stored beside" in capsys.readouterr().out
     with open(tmp_path / "facenet_test.json", "w") as handle:
         handle.write("{not json")
     with pytest.raises(CheckpointError, match="facenet_test.json"):
         Facenet(model_path=bare, cuda=False)
-    with pytest.raises(CheckpointError, match="between 0 and 2"):
+    with pytest.raises(CheckpointError, match="above 0 and at most 2"):
         Facenet(model_path=weights, cuda=False, threshold=5)
 
 
@@ -213,3 +216,100 @@ def test_align_matches_the_aligned_sample_images(aligning_model):
     face = np.asarray(aligning_model.face(raw), dtype=np.float32)
     sample = np.asarray(Image.open(SAMPLES[0]), dtype=np.float32)
     assert np.abs(face - sample).mean() < 3
+
+
+@pytest.fixture(scope="module")
+def auto_model(weights):
+    return Facenet(model_path=weights, cuda=False)
+
+
+def test_auto_align_keeps_face_crops_and_aligns_photos(auto_model, tmp_path):
+    assert auto_model.align == "auto"
+    crop = auto_model.face(SAMPLES[0])
+    assert np.array_equal(np.asarray(crop), np.asarray(Image.open(SAMPLES[0]).convert("RGB")))
+    photo = Image.new("RGB", (400, 300), (90, 90, 90))
+    photo.paste(Image.open(SAMPLES[0]), (200, 100))
+    face = auto_model.face(photo)
+    assert face.size == (160, 160) and auto_model.face(face) is face
+    Image.new("RGB", (200, 200), (120, 130, 140)).save(tmp_path / "wall.png")
+    with pytest.raises(ImageError, match="wall.png: no face found.*--align False"):
+        auto_model.face(str(tmp_path / "wall.png"))
+
+
+@pytest.mark.parametrize("box, size, tight", [
+    ((16, 16, 144, 144), (160, 160), True),     # align_dataset's crop: 128 of 160 px, centred
+    ((40, 40, 120, 120), (160, 160), False),    # a loose photo: the face is half the side
+    ((30, 16, 158, 144), (160, 160), False),    # off centre
+    ((16, 56, 144, 184), (160, 240), False),    # not square
+    ((4, 4, 156, 156), (160, 160), True),
+])
+def test_face_crop_geometry(box, size, tight):
+    from facenet import is_face_crop
+    assert is_face_crop(np.array([box], np.float32), 0, size) is tight
+
+
+def test_distance_draws_nothing_and_compare_gives_the_verdict(model, tmp_path, capsys):
+    model.figure_path = str(tmp_path / "never.png")
+    distance = model.distance(SAMPLES[0], SAMPLES[2])
+    comparison = model.compare(SAMPLES[0], SAMPLES[2])
+    assert comparison.distance == pytest.approx(distance) and comparison.warning is None
+    assert comparison.verdict == model.verdict(distance)
+    assert not os.path.exists(model.figure_path) and capsys.readouterr().out == ""
+
+
+def test_default_weights_are_found_from_another_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = Facenet(cuda=False, align=False)
+    assert model.model_path == os.path.join(ROOT, "model_data", "facenet_mobilenet.pth")
+    assert model.input_shape == [112, 112, 3] and model.backbone == "mobilenet"
+    assert model.threshold == pytest.approx(1.1135, abs=1e-4)
+
+
+def broken_weights(directory, how: str) -> str:
+    net = FacenetNet(backbone="mobilenet", mode="predict")
+    if how == "nan":
+        torch.nn.init.constant_(net.Bottleneck.weight, float("nan"))
+    elif how == "nan_output":  # every entry finite, but a negative variance gives NaN embeddings
+        net.last_bn.running_var.fill_(-1.0)
+    else:  # collapsed: every face gets the same embedding
+        torch.nn.init.zeros_(net.Bottleneck.weight)
+    path = os.path.join(directory, f"{how}.pth")
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_broken_embeddings_are_never_a_bare_verdict(tmp_path):
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        Facenet(model_path=broken_weights(tmp_path, "nan"), cuda=False)
+    nan_model = Facenet(model_path=broken_weights(tmp_path, "nan_output"), cuda=False, align=False)
+    from facenet import EmbeddingError
+    with pytest.raises(EmbeddingError, match="NaN"):
+        nan_model.distance(SAMPLES[0], SAMPLES[2])
+    collapsed = Facenet(model_path=broken_weights(tmp_path, "collapsed"), cuda=False, align=False)
+    comparison = collapsed.compare(SAMPLES[0], SAMPLES[2])
+    assert comparison.distance < 1e-3 and comparison.verdict == "no verdict"
+    assert "same embedding" in comparison.warning
+    same = collapsed.compare(SAMPLES[0], SAMPLES[0])  # one image twice: distance 0 is right
+    assert same.warning is None and same.verdict == "same person"
+
+
+def test_bad_settings_and_a_bad_json_are_one_line_errors(weights, tmp_path):
+    from utils.config import UserError
+    for kwargs, words in (({"align": "maybe"}, "--align must be one of auto"),
+                          ({"backbone": "resnet"}, "--backbone must be one of"),
+                          ({"input_shape": [0, 0, 3]}, "sides from 16"),
+                          ({"input_shape": 160}, "height,width,channels")):
+        with pytest.raises(UserError, match=words):
+            Facenet(model_path=weights, cuda=False, **kwargs)
+    bad = make_weights(tmp_path, threshold=None)
+    with open(os.path.splitext(bad)[0] + ".json", "w") as handle:
+        json.dump({"input_shape": [112, 112]}, handle)
+    with pytest.raises(CheckpointError, match="facenet_test.json: input_shape takes height,width,channels"):
+        Facenet(model_path=bad, cuda=False)
+
+
+@requires_shared
+def test_auto_align_decides_like_the_explicit_settings_on_lfw(auto_model, aligning_model, model):
+    raw = os.path.join(SHARED, "data", "lfw", "lfw-deepfunneled", "John_Kerry", "John_Kerry_0003.jpg")
+    assert np.array_equal(np.asarray(auto_model.face(raw)), np.asarray(aligning_model.face(raw)))
+    assert np.array_equal(np.asarray(auto_model.face(SAMPLES[1])), np.asarray(model.face(SAMPLES[1])))

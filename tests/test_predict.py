@@ -1,4 +1,5 @@
 """predict.py as a user runs it: arguments, the interactive loop, bad inputs, exit codes, no tracebacks."""
+import json
 import os
 import runpy
 import shutil
@@ -118,3 +119,89 @@ def test_each_bad_argument_exits_2(workdir, tmp_path, monkeypatch, capsys, case)
     assert info.value.code == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert case == "one_argument" or paths[case] in line
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--batch", "2"], "unknown setting --batch"),
+    (["--input_shape", "160"], "--input_shape takes height,width,channels"),
+    (["--input_shape", "0,0,3"], "--input_shape must be height,width,3"),
+    (["--backbone", "resnet50"], "--backbone must be one of mobilenet, inception_resnetv1"),
+    (["--align", "maybe"], "--align must be one of auto, True, False"),
+    (["--threshold", "5"], "threshold must be a number above 0 and at most 2"),
+    (["--figure_path", "FOLDER"], "is a folder"),
+    (["--figure_path", "result.xyz"], "must end in"),
+    (["--figure_path", "FILE/result.png"], "is a file, not a folder"),
+    (["--cuda", "maybe"], "--cuda takes True or False"),
+])
+def test_bad_settings_exit_2_with_one_line(workdir, tmp_path, monkeypatch, capsys, args, words):
+    """In-process like test_each_bad_argument_exits_2; two of them also run as a process below."""
+    (tmp_path / "FILE").write_text("a file")
+    args = [a.replace("FOLDER", str(tmp_path)).replace("FILE", str(tmp_path / "FILE")) for a in args]
+    monkeypatch.setattr(sys, "argv", [PREDICT, *SAMPLES[:2], *options(workdir), *args])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(PREDICT, run_name="__main__")
+    assert info.value.code == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert words in line
+
+
+@pytest.mark.slow
+def test_bad_settings_as_a_process_give_no_traceback(workdir):
+    for args in (["--input_shape", "0,0,3"], ["--backbone", "resnet50"]):
+        result = run([*SAMPLES[:2], *options(workdir), *args])
+        assert result.returncode == 2
+        assert len(error_lines(result.stderr)) == 1
+
+
+@pytest.mark.slow
+def test_photo_without_a_face_is_an_error_by_default(workdir, tmp_path):
+    Image.new("RGB", (300, 200), (120, 130, 140)).save(tmp_path / "wall.jpg")
+    result = run([SAMPLES[0], str(tmp_path / "wall.jpg"), *options(workdir)])
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert "wall.jpg: no face found" in line
+
+
+@pytest.mark.slow
+def test_weights_json_is_used_and_a_contradiction_is_a_warning(tmp_path):
+    weights = make_weights(tmp_path, threshold=None)
+    json_path = os.path.splitext(weights)[0] + ".json"
+    with open(json_path, "w") as handle:
+        json.dump({"backbone": "mobilenet", "input_shape": [64, 64, 3], "threshold": 0.8}, handle)
+    common = [*SAMPLES[:2], "--model_path", weights, "--figure_path", str(tmp_path / "f.png"), "--cuda", "False"]
+    result = run(common)
+    assert result.returncode == 0, result.stderr
+    assert "input_shape      [64, 64, 3]" in result.stdout and "0.8000" in result.stdout
+    assert "warning" not in result.stdout
+    result = run([*common, "--input_shape", "160,160,3"])
+    assert result.returncode == 0, result.stderr
+    assert "warning: --input_shape 160,160,3 contradicts" in result.stdout
+    os.remove(json_path)
+    result = run(common)
+    assert "assuming 160,160,3" in result.stdout
+
+
+@pytest.mark.slow
+def test_broken_weights_exit_2_or_warn(tmp_path):
+    from test_facenet import broken_weights
+    common = [*SAMPLES[:2:1], "--figure_path", str(tmp_path / "f.png"), "--cuda", "False", "--align", "False"]
+    for how in ("nan", "nan_output"):
+        result = run([SAMPLES[0], SAMPLES[2], *common[2:], "--model_path", broken_weights(tmp_path, how)])
+        assert result.returncode == 2
+        (line,) = error_lines(result.stderr)
+        assert "NaN" in line
+    result = run([SAMPLES[0], SAMPLES[2], *common[2:], "--model_path", broken_weights(tmp_path, "collapsed")])
+    assert result.returncode == 0, result.stderr
+    assert "warning: two different images got the same embedding" in result.stdout
+    assert "-> no verdict" in result.stdout and "same person" not in result.stdout
+
+
+def test_help_prints_the_settings_block_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [PREDICT, "--help"])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(PREDICT, run_name="__main__")
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert 'align = "auto"' in out and "# auto: align raw photos" in out and "Compare two face images" in out

@@ -54,7 +54,7 @@ def test_ids_names_and_paths(datasets, tmp_path):
     assert "broken.jpg" not in by_name["Anna Maria"] and len(by_name["Anna Maria"]) == 2
     assert not any(p.endswith(".txt") for p in annotation.paths)
     assert summary == {"people": len(folders), "images": 24 + 2 + 3 + 2 + 2, "single": 0,
-                       "unreadable": [str(datasets / "Anna Maria" / "broken.jpg")]}
+                       "unreadable": [str(datasets / "Anna Maria" / "broken.jpg")], "nested": [], "unsafe": []}
 
 
 def test_one_image_people_and_unchecked_files(datasets, tmp_path):
@@ -83,7 +83,7 @@ def test_script_prints_a_summary_and_rejects_a_missing_folder(datasets, tmp_path
     assert (tmp_path / "cls_train.txt").is_file() and (tmp_path / "cls_names.txt").is_file()
     missing = subprocess.run([sys.executable, script, "--datasets_path", str(tmp_path / "nope")], cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no such folder" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such folder" in missing.stderr
 
 
 def test_bad_annotation_lines_are_named(tmp_path):
@@ -93,3 +93,43 @@ def test_bad_annotation_lines_are_named(tmp_path):
         read_annotation(str(bad))
     with pytest.raises(AnnotationError, match="run `python txt_annotation.py` first"):
         read_annotation(str(tmp_path / "missing.txt"))
+
+
+def test_truncated_jpeg_is_left_out(datasets, tmp_path):
+    good = sorted((datasets / "solo").iterdir())[0]
+    data = good.read_bytes()
+    (datasets / "solo" / "truncated.jpg").write_bytes(data[: len(data) * 2 // 3])  # header intact
+    summary = annotate(str(datasets), str(tmp_path / "a.txt"), str(tmp_path / "n.txt"))
+    assert str(datasets / "solo" / "truncated.jpg") in summary["unreadable"]
+    assert "truncated.jpg" not in (tmp_path / "a.txt").read_text(encoding="utf-8")
+
+
+def test_nested_folders_and_unwritable_names_are_reported(datasets, tmp_path):
+    source = sorted((datasets / "solo").iterdir())[0]
+    os.makedirs(datasets / "solo" / "sub")
+    shutil.copy(source, datasets / "solo" / "sub" / "deep.jpg")
+    os.makedirs(datasets / "two\nlines")
+    shutil.copy(source, datasets / "two\nlines" / "a.jpg")
+    shutil.copy(source, datasets / "solo" / "odd\u2028name.jpg")
+    summary = annotate(str(datasets), str(tmp_path / "a.txt"), str(tmp_path / "n.txt"))
+    assert summary["nested"] == [str(datasets / "solo" / "sub" / "deep.jpg")]
+    assert sorted(summary["unsafe"]) == sorted([str(datasets / "solo" / "odd\u2028name.jpg"),
+                                                str(datasets / "two\nlines" / "a.jpg")])
+    names = (tmp_path / "n.txt").read_text(encoding="utf-8")
+    assert "two" not in names and len(read_annotation(str(tmp_path / "a.txt")).paths) == summary["images"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, words", [
+    (["--check_images", "perhaps"], "--check_images takes True or False"),
+    (["--annotation_path", "DIR"], "is a folder"),
+    (["--names_path", "cls_train.txt"], "are the same file"),
+    (["--datasets_path", "DIR/nope"], "no such folder"),
+])
+def test_bad_settings_exit_2_with_one_line(datasets, tmp_path, args, words):
+    args = [a.replace("DIR", str(tmp_path)) for a in args]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "txt_annotation.py"), "--datasets_path",
+                           str(datasets), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and words in line

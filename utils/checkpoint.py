@@ -1,20 +1,32 @@
-"""Loading FaceNet weights from every format users bring, and writing files atomically.
+"""The weights file, the facts that travel with it, and every file the project writes (atomically).
 
 One loader serves every script. It accepts the original repository's released weights, our own
 checkpoints (plain or wrapped under ``model``/``state_dict``, with or without a DataParallel
 ``module.`` prefix) and the Inception-ResNet-V1 files of the common PyTorch port, and it says what
 it loaded and skipped. For inference it refuses to run on partly random weights.
+
+Beside each weights file ``<name>.pth`` lies ``<name>.json`` with the facts needed to use it: the
+backbone, the input_shape it was trained at and, once measured by eval_LFW.py, the threshold.
+``write_weights_info`` writes it and ``model_settings`` resolves the settings of a script from it.
 """
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
 import pickle
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from nets.facenet import BACKBONES
+from utils.config import UserError, check_input_shape
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
 # Head of the PyTorch port's InceptionResnetV1: 512-d, so it cannot serve our 128-d head.
@@ -22,7 +34,7 @@ PORT_HEAD_PREFIXES = ("last_linear.", "last_bn.", "logits.")
 BACKBONE_MARKERS = {"backbone.model.stage1.": "mobilenet", "backbone.model.conv2d_1a.": "inception_resnetv1"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A weights file that cannot be used; the message is one line naming the file and the fix."""
 
 
@@ -118,6 +130,10 @@ def load_weights(model: nn.Module, path: str, purpose: str = "predict", verbose:
     report.unexpected = [k for k in state_dict if k not in target]
     report.loaded = list(to_load)
 
+    broken = [k for k, v in to_load.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{path}: {len(broken)} entries hold NaN or infinite values (first: {broken[0]}); "
+                              "these weights are broken (a diverged training run?); use other weights")
     problems = report.missing + report.mismatched
     if purpose != "predict":
         problems = [k for k in problems if k.startswith("backbone.")]
@@ -174,3 +190,149 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 def write_text_atomic(path: str, text: str) -> None:
     """``write_bytes_atomic`` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def jsonable(value: object) -> object:
+    """Numbers, arrays and containers as plain JSON values; NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str, obj: dict) -> None:
+    """Write ``obj`` as JSON with one top-level key per line (long arrays stay on one line), atomically."""
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in jsonable(obj).items()]
+    write_text_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def figure_extensions() -> tuple[str, ...]:
+    """The file extensions matplotlib can save a figure as ('.png', '.pdf', ...)."""
+    from matplotlib.figure import Figure
+    return tuple(sorted("." + ext for ext in Figure().canvas.get_supported_filetypes()))
+
+
+def save_figure(figure: object, path: str) -> None:
+    """Save a matplotlib figure in the format of ``path``'s extension, atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=os.path.splitext(path)[1].lstrip(".").lower() or "png", bbox_inches="tight")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def weights_info_path(weights_path: str) -> str:
+    """Where the facts of ``weights_path`` are kept: the same name with ``.json``."""
+    return os.path.splitext(weights_path)[0] + ".json"
+
+
+def write_weights_info(weights_path: str, backbone: str, input_shape: Sequence[int],
+                       threshold: float | None = None, extra: dict | None = None) -> str:
+    """Write ``<weights without .pth>.json`` so that predict and eval use the weights as they were trained.
+
+    ``threshold`` is the same-person distance measured by eval_LFW.py (None: not measured, the file
+    then has none and predict says so); ``extra`` adds keys after these (e.g. training metrics).
+    Returns the JSON's path.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+    info = {"backbone": backbone, "input_shape": check_input_shape("input_shape", list(input_shape))}
+    if threshold is not None:
+        info["threshold"] = float(threshold)
+    path = weights_info_path(weights_path)
+    write_json(path, {**info, **(extra or {})})
+    return path
+
+
+def read_weights_info(weights_path: str) -> dict:
+    """The JSON beside ``weights_path`` ({} when there is none), its backbone, input_shape and threshold
+    checked; a bad value is a CheckpointError naming the file and the key."""
+    path = weights_info_path(weights_path)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+        if not isinstance(info, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        raise CheckpointError(f"{path}: not a readable JSON object; run eval_LFW.py again, "
+                              "or delete it and give --backbone, --input_shape and --threshold") from None
+    fix = "correct or delete it"
+    if "backbone" in info and info["backbone"] not in BACKBONES:
+        raise CheckpointError(f"{path}: backbone must be one of {', '.join(BACKBONES)}, "
+                              f"not {info['backbone']!r}; {fix}")
+    if info.get("input_shape") is not None:
+        try:
+            info["input_shape"] = check_input_shape("input_shape", info["input_shape"])
+        except UserError as err:
+            raise CheckpointError(f"{path}: {str(err).lstrip('-')}; {fix}") from None
+    if info.get("threshold") is not None:
+        info["threshold"] = check_threshold(info["threshold"], path)
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def check_threshold(value: object, source: str) -> float:
+    """A distance threshold must be a number in (0, 2]: distances of unit vectors lie in [0, 2]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
+        raise CheckpointError(f"{source}: threshold must be a number above 0 and at most 2, not {value!r}")
+    return float(value)
+
+
+@dataclass
+class ModelSettings:
+    """The backbone, input_shape and threshold to use with a weights file, and what to tell the user."""
+
+    backbone: str
+    input_shape: list[int]
+    threshold: float | None
+    threshold_source: str
+    messages: list[str] = field(default_factory=list)
+
+
+def model_settings(weights_path: str, backbone: str | None = None, input_shape: Sequence[int] | None = None,
+                   threshold: float | None = None, default_input_shape: Sequence[int] = (160, 160, 3)
+                   ) -> ModelSettings:
+    """Settings for ``weights_path``: each one given wins, else the weights' JSON, else a stated default.
+
+    A given backbone or input_shape that contradicts the JSON is used, with a ``warning:`` message (the
+    user may know better, but a silent mismatch gives wrong answers); weights without a JSON get a
+    ``note:`` saying which input size is assumed. The backbone is otherwise read from the weights.
+    """
+    info = read_weights_info(weights_path)
+    where = weights_info_path(weights_path)
+    messages = []
+    if backbone is None:
+        backbone = info.get("backbone") or guess_backbone(read_state_dict(weights_path)[0])
+        if backbone not in BACKBONES:
+            raise CheckpointError(f"{weights_path}: cannot tell the backbone from the file; set --backbone")
+    elif "backbone" in info and info["backbone"] != backbone:
+        messages.append(f"warning: --backbone {backbone} contradicts {where} (backbone {info['backbone']}); "
+                        f"using {backbone}")
+    known = info.get("input_shape")
+    if input_shape is None:
+        input_shape = known or list(default_input_shape)
+        if not known:
+            messages.append(f"note: {where} gives no input_shape; assuming {fmt_shape(input_shape)}; "
+                            "set --input_shape to the size the weights were trained at")
+    elif known and list(input_shape) != known:
+        messages.append(f"warning: --input_shape {fmt_shape(input_shape)} contradicts {where}, where the weights "
+                        f"were trained at {fmt_shape(known)}; using {fmt_shape(input_shape)}")
+    source = "setting"
+    if threshold is not None:
+        threshold = check_threshold(threshold, "--threshold")
+        if "threshold" in info and abs(info["threshold"] - threshold) > 1e-9:
+            messages.append(f"note: --threshold {threshold:g} replaces {info['threshold']:.4f} measured in {where}")
+    elif "threshold" in info:
+        threshold, source = info["threshold"], where
+    else:
+        source = "none"
+    return ModelSettings(backbone, list(input_shape), threshold, source, messages)
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    """[112, 112, 3] -> '112,112,3', the way it is given on the command line."""
+    return ",".join(map(str, shape))

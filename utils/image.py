@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from utils.config import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A file that cannot be used as an image; the message is one line naming the file."""
 
 
@@ -37,7 +39,7 @@ def open_rgb(path: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)  # no copy: a 12000x12000 photo is 432 MB
                 return to_rgb(image)
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS} pixels); "

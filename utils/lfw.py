@@ -1,38 +1,37 @@
 """LFW verification: the official pairs, the embeddings of their images, and the whole evaluation.
 
 ``eval_LFW.py`` and ``train.py`` (between epochs) both call ``evaluate_lfw``. Each distinct image
-of the pairs is decoded and embedded once (7,701 images for the 6,000 official pairs), in batches.
+of the pairs is decoded and embedded once (7,701 images for the 6,000 official pairs), in batches,
+by ``utils.embedding.embed_batch``: the function facenet.py uses, so that a threshold measured here
+is applied by the same code there.
 """
 from __future__ import annotations
 
-import copy
-import io
-import json
-import math
 import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils import verification
-from utils.checkpoint import write_bytes_atomic, write_text_atomic
+from utils.checkpoint import save_figure
+from utils.config import UserError
+from utils.embedding import embed_batch, inference_copy
 from utils.image import ImageError, open_rgb, preprocess
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-# On the CPU the network runs on slices of this many images whatever the batch size: bigger slices
-# are no faster there and cost about 3.5 MB of activations per image at 160x160.
-CPU_SLICE = 32
 
 
-class PairsError(ValueError):
+class PairsError(UserError, ValueError):
     """A pairs file or fold selection that cannot be used; the message is one line naming the file."""
+
+
+class MissingLFWError(PairsError, FileNotFoundError):
+    """The pairs file, the LFW folder or some of its images are not there."""
 
 
 @dataclass
@@ -55,14 +54,14 @@ def parse_folds(text: str) -> list[int] | None:
     except ValueError:
         folds = []
     if not folds:
-        raise PairsError(f"folds must be 'all' or a list such as '8,9,10', not {text!r}")
+        raise PairsError(f"--folds must be 'all' or a list such as '8,9,10', not {text!r}")
     return folds
 
 
 def read_pairs(pairs_path: str) -> tuple[list[tuple[str, int, str, int]], int, int]:
     """The pair lines of an official-format file as (name1, i, name2, j), plus (sets, pairs per half-set)."""
     if not os.path.isfile(pairs_path):
-        raise FileNotFoundError(f"{pairs_path}: no such pairs file; copy LFW's pairs.txt there "
+        raise MissingLFWError(f"{pairs_path}: no such pairs file; copy LFW's pairs.txt there "
                                 "(the repository ships it as model_data/lfw_pair.txt) or set --lfw_pairs_path")
     with open(pairs_path, encoding="utf-8") as handle:
         lines = [(no, line.split()) for no, line in enumerate(handle, start=1) if line.strip()]
@@ -118,7 +117,7 @@ def load_pairs(pairs_path: str, lfw_dir: str, folds: list[int] | None = None) ->
         keep = np.isin(fold, folds)
         pairs, issame, fold = [p for p, k in zip(pairs, keep) if k], issame[keep], fold[keep]
     if not os.path.isdir(lfw_dir):
-        raise FileNotFoundError(f"{lfw_dir}: no such LFW folder; put the aligned LFW there "
+        raise MissingLFWError(f"{lfw_dir}: no such LFW folder; put the aligned LFW there "
                                 "(align_dataset.py) or set --lfw_dir_path")
 
     index: dict[tuple[str, int], int] = {}
@@ -133,7 +132,7 @@ def load_pairs(pairs_path: str, lfw_dir: str, folds: list[int] | None = None) ->
         if path is None:
             missing.append(os.path.join(lfw_dir, name, f"{name}_{number:04d}.jpg"))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(index)} images named in {pairs_path} are missing from "
+        raise MissingLFWError(f"{len(missing)} of {len(index)} images named in {pairs_path} are missing from "
                                 f"{lfw_dir} (first: {', '.join(missing[:3])}); align all of LFW into that folder "
                                 "with align_dataset.py or set --lfw_dir_path")
     return LFWPairs(paths=paths, left=np.array(left, dtype=np.int64), right=np.array(right, dtype=np.int64),
@@ -157,36 +156,13 @@ class ImageList(Dataset):
             return torch.zeros(3, self.input_shape[0], self.input_shape[1]), str(err)
 
 
-def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with each BatchNorm2d folded into the Conv2d before it.
-
-    Folding leaves the outputs unchanged (to float rounding) and makes CPU inference about 1.5x
-    faster. It covers the two layouts used in nets/: a Conv2d then a BatchNorm2d in an
-    nn.Sequential, and a module whose ``conv`` attribute feeds its ``bn`` (BasicConv2d). The
-    caller's model is not touched, so training can go on right after an evaluation.
-    """
-    net = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for module in list(net.modules()):
-            if isinstance(module, nn.Sequential):
-                for i in range(len(module) - 1):
-                    if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                        module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
-                        module[i + 1] = nn.Identity()
-            conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module.conv, module.bn = fuse_conv_bn_eval(conv, bn), nn.Identity()
-    return net
-
-
 def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], letterbox: bool,
                 batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
                 progress: bool = True) -> np.ndarray:
-    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed with ``model.embed``.
+    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed by ``embed_batch``.
 
-    With ``flip`` an image's embedding is that of the image plus that of its mirror image,
-    normalised again. ``batch_size`` images are decoded together; on the CPU they go through the
-    network ``CPU_SLICE`` at a time. ``model`` itself is left as it was (an eval-mode copy runs).
+    ``batch_size`` images are decoded together. ``model`` itself is left as it was (an eval-mode copy
+    with batch-norm folded runs).
     """
     if not paths:
         raise ValueError("no images to embed")
@@ -208,13 +184,7 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
                 failed = [e for e in errors if e]
                 if failed:
                     raise ImageError(failed[0])
-                for part in images.split(CPU_SLICE if device.type == "cpu" else len(images)):
-                    x = part.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                    embedding = net.embed(x)
-                    if flip:
-                        mirrored = x.flip(3).contiguous(memory_format=torch.channels_last)
-                        embedding = F.normalize(embedding + net.embed(mirrored), p=2, dim=1)
-                    chunks.append(embedding.float().cpu().numpy())
+                chunks.append(embed_batch(net, images, device, flip=flip))
                 bar.update(len(images))
     finally:
         torch.set_num_threads(threads)
@@ -241,27 +211,8 @@ def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], lett
     return result
 
 
-def jsonable(value):
-    """Numbers, arrays and containers as plain JSON values; NaN and infinities become null."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def save_json(obj: dict, path: str) -> None:
-    """Write ``obj`` as JSON with one top-level key per line (long arrays stay on one line), atomically."""
-    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in jsonable(obj).items()]
-    write_text_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")
-
-
 def save_roc_plot(result: dict, path: str, title: str = "LFW ROC") -> None:
-    """Draw the ROC curve of an ``evaluate_lfw`` result to a PNG, atomically."""
+    """Draw the ROC curve of an ``evaluate_lfw`` result to ``path`` (format from its extension), atomically."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -274,7 +225,5 @@ def save_roc_plot(result: dict, path: str, title: str = "LFW ROC") -> None:
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     axes.legend(loc="lower right")
     axes.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    save_figure(figure, path)
     plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())

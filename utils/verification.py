@@ -1,6 +1,6 @@
 """Face-verification metrics from pair distances, as reported on LFW.
 
-Pure numpy. A pair is called "same person" when its distance is below a threshold. Accuracy and
+numpy, and scikit-learn for the ROC curve and its area. A pair is called "same person" when its distance is below a threshold. Accuracy and
 VAL@FAR are cross-validated over the folds: the threshold scored on a fold is always chosen on the
 other folds (the LFW protocol, and FaceNet's evaluation). AUC, EER and the ROC curve need no
 threshold and use all pairs at once.
@@ -8,6 +8,7 @@ threshold and use all pairs at once.
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics
 
 FAR_TARGET = 1e-3
 
@@ -54,14 +55,12 @@ def rate(hits: np.ndarray) -> float:
 
 
 def roc_curve(distances: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, TPR) at every distinct distance used as threshold, from (0, 0) to (1, 1)."""
-    order = np.argsort(distances, kind="stable")
-    d, same = distances[order], issame[order]
-    last_of_value = np.append(d[1:] != d[:-1], True)
-    tp = np.cumsum(same)[last_of_value]
-    fp = np.cumsum(~same)[last_of_value]
-    tpr = np.concatenate(([0.0], tp / tp[-1]))
-    fpr = np.concatenate(([0.0], fp / fp[-1]))
+    """(FPR, TPR) at every distinct distance used as threshold, from (0, 0) to (1, 1).
+
+    scikit-learn ranks by score, higher meaning "same": the score is the negated distance. Every
+    point is kept (``drop_intermediate=False``) so that the EER interpolation sees the whole curve.
+    """
+    fpr, tpr, _ = metrics.roc_curve(issame, -distances, drop_intermediate=False)
     return fpr, tpr
 
 
@@ -154,7 +153,7 @@ def evaluate(distances, issame, fold, far_target: float = FAR_TARGET) -> dict:
         thresholds=np.array(thresholds),
         val=float(np.nanmean(vals)), val_std=float(np.nanstd(vals)), far=float(np.nanmean(fars)),
         val_thresholds=np.array(val_thresholds),
-        auc=float(np.trapezoid(tpr, fpr)), eer=equal_error_rate(fpr, tpr),
+        auc=float(metrics.auc(fpr, tpr)), eer=equal_error_rate(fpr, tpr),
         roc_fpr=fpr, roc_tpr=tpr, warning=warning,
     )
     return result
