@@ -75,13 +75,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from nets.facenet import Facenet
-from utils.checkpoint import CheckpointError, load_weights, save_atomic
-from utils.config import configure, fail, print_settings, settings_of
-from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
+from utils.checkpoint import load_weights, save_atomic, write_weights_info
+from utils.config import configure, print_settings, run_main, settings_of
+from utils.dataloader import (FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
                               ValidationBatchSampler, check_trainable, collate, read_annotation,
                               split_train_val, validation_triplets)
-from utils.distill import TeacherError, teacher_for
-from utils.image import ImageError
+from utils.distill import teacher_for
 from utils.training import (Criterion, History, Precision, TrainingError, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
@@ -384,6 +383,7 @@ def fit(run: Session, start: int, best: dict | None, history: History | None) ->
                    "accuracy": stats["accuracy"], "val_loss": val.get("loss", math.nan),
                    "val_accuracy": val.get("accuracy", math.nan),
                    "lfw_accuracy": lfw.get("accuracy_mean", math.nan), "lfw_std": lfw.get("accuracy_std", math.nan),
+                   "lfw_threshold": lfw.get("threshold_mean"),
                    "images_per_s": stats["images_per_s"], "seconds": time.perf_counter() - began}
             best = save_epoch(cfg, run.model, run.optimizer, run.precision, history, row, best, states,
                               run.num_classes)
@@ -425,16 +425,25 @@ def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, histo
           f"{row['images_per_s']:.1f} img/s  {row['seconds']:.0f} s")
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_dir = cfg["save_dir"]
-    if epoch % cfg["save_period"] == 0 or epoch == cfg["Epoch"]:
-        name = "ep%03d-loss%.3f-val_loss%.3f.pth" % (epoch, row["loss"], row["val_loss"])
+    # The facts predict.py and eval_LFW.py need beside each weights file; the threshold only when LFW measured one.
+    lfw = {"lfw_folds": cfg["lfw_folds"], "lfw_accuracy": row["lfw_accuracy"]} \
+        if math.isfinite(row["lfw_accuracy"]) else {}
+    facts = {"backbone": cfg["backbone"], "input_shape": cfg["input_shape"],
+             "threshold": row.get("lfw_threshold") if lfw else None, "extra": {"epoch": epoch, **lfw}}
+
+    def save_weights(name: str) -> None:
         save_atomic(weights, os.path.join(save_dir, name))
+        write_weights_info(os.path.join(save_dir, name), **facts)
+
+    if epoch % cfg["save_period"] == 0 or epoch == cfg["Epoch"]:
+        save_weights("ep%03d-loss%.3f-val_loss%.3f.pth" % (epoch, row["loss"], row["val_loss"]))
     metric, higher = ("lfw_accuracy", True) if math.isfinite(row["lfw_accuracy"]) else \
         ("val_loss", False) if math.isfinite(row["val_loss"]) else ("loss", False)
     value = row[metric]
     if best is None or best["metric"] != metric or (value > best["value"] if higher else value < best["value"]):
         best = {"metric": metric, "value": value, "epoch": epoch}
-        save_atomic(weights, os.path.join(save_dir, "best_epoch_weights.pth"))
-    save_atomic(weights, os.path.join(save_dir, "last_epoch_weights.pth"))
+        save_weights("best_epoch_weights.pth")
+    save_weights("last_epoch_weights.pth")
     save_atomic({"model": weights, "optimizer": optimizer.state_dict(),
                  "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
                  "epoch": epoch - 1, "rng": states, "settings": dict(cfg), "history": history.rows,
@@ -443,18 +452,15 @@ def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, histo
     return best
 
 
-def main(given: set[str]) -> None:
-    cfg = settings_of(globals())
+def main() -> None:
+    configure(globals())
+    given = {arg[2:].partition("=")[0] for arg in sys.argv[1:] if arg.startswith("--")}
     try:
-        train(cfg, given)
-    except (AnnotationError, TrainingError, CheckpointError, ImageError, TeacherError) as err:
-        fail(err)
+        train(settings_of(globals()), given)
     except KeyboardInterrupt:
-        print(f"interrupted; continue with --resume {os.path.join(cfg['save_dir'], 'last_checkpoint.pth')}",
-              file=sys.stderr)
-        sys.exit(130)
+        print(f"interrupted; continue with --resume {os.path.join(save_dir, 'last_checkpoint.pth')}", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":
-    configure(globals())
-    main({arg[2:].partition("=")[0] for arg in sys.argv[1:] if arg.startswith("--")})
+    run_main(main)

@@ -72,6 +72,11 @@ def test_one_epoch_writes_every_output(data, tmp_path):
     from nets.facenet import Facenet
     from utils.checkpoint import load_weights
     load_weights(Facenet("mobilenet", mode="predict"), str(logs / "last_epoch_weights.pth"), verbose=False)
+    from utils.checkpoint import read_weights_info
+    for name in ("last_epoch_weights.pth", "best_epoch_weights.pth",
+                 next(f for f in files if f.startswith("ep001") and f.endswith(".pth"))):
+        info = read_weights_info(str(logs / name))  # each weights file carries its facts
+        assert info["backbone"] == "mobilenet" and info["input_shape"] == [64, 64, 3] and info["epoch"] == 1
 
 
 @pytest.mark.slow

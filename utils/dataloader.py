@@ -15,10 +15,11 @@ import torch
 from PIL import Image, ImageEnhance
 from torch.utils.data import Dataset
 
+from utils.config import UserError
 from utils.image import ImageError, open_rgb, resize_image
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An unusable annotation file or dataset; the message is one line saying what to do."""
 
 

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.config import UserError
 
-class TeacherError(ValueError):
+
+class TeacherError(UserError, ValueError):
     """A teacher file that cannot serve the annotation; one line naming the file and the fix."""
 
 

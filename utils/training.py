@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.checkpoint import write_bytes_atomic, write_text_atomic
+from utils.config import UserError
 from utils.distill import distill_loss, similarity_loss
 
 MINING = ("none", "semihard", "hard")
@@ -34,7 +35,7 @@ CLASSIFIER_LOSSES = ("softmax", "arcface", "cosface")
 DIST_EPS = 1e-12
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Training cannot go on (bad setting, NaN loss); the message is one line saying what to do."""
 
 
