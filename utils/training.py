@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from utils.checkpoint import write_bytes_atomic, write_text_atomic
+from utils.checkpoint import save_figure, write_text_atomic
 from utils.config import UserError
 from utils.distill import distill_loss, similarity_loss
 
@@ -372,9 +372,7 @@ class History:
             axis.grid(True)
             axis.legend()
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90)
-        write_bytes_atomic(path, buffer.getvalue())
+        save_figure(figure, path)
 
 
 # ----------------------------------------------------------------------------- resume state
