@@ -20,25 +20,16 @@ letterbox_image = True                      # keep the aspect ratio (grey paddin
 num_workers = 2                             # image decoding processes
 json_save_path = "model_data/lfw_eval.json"
 #------------------------------------------------------------------
-import hashlib
 import time
 
 import torch
 
 from nets.facenet import Facenet
-from utils.checkpoint import CheckpointError, load_weights
+from utils.checkpoint import CheckpointError, file_sha256, load_weights
 from utils.config import configure, fail, print_settings, settings_of
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_json, save_roc_plot
 
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main() -> None:
@@ -88,7 +79,7 @@ def main() -> None:
     # threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
     save_json({"threshold": result["threshold_mean"], "input_shape": input_shape, **result,
                "wall_seconds": wall, "device": device,
-               "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)}, "settings": settings},
+               "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)}, "settings": settings},
               json_save_path)
     print(f"Saved {png_save_path} and {json_save_path}")
 

@@ -7,6 +7,7 @@ it loaded and skipped. For inference it refuses to run on partly random weights.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -174,3 +175,12 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 def write_text_atomic(path: str, text: str) -> None:
     """``write_bytes_atomic`` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks: identifies weights across copies and renames."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
