@@ -227,3 +227,8 @@ class Facenet:
             print(f"figure saved to {self.figure_path}")
         plt.close(figure)
         return distance
+
+
+def model_settings(settings: dict) -> dict:
+    """The entries of a script's settings that configure ``Facenet``; the script may hold others."""
+    return {key: value for key, value in settings.items() if key in Facenet._defaults}

@@ -2,8 +2,15 @@
 
     python predict.py                                 # asks for image pairs until Ctrl-C or Ctrl-D
     python predict.py img/1_001.jpg img/1_002.jpg     # one pair; exit status 2 on a bad file
+    python predict.py --mode identify --gallery_dir known PHOTO           # who is each face of PHOTO?
+    python predict.py --mode dir --gallery_dir known --dir_path photos --csv_path out.csv
 """
 #------- settings (edit here or override as --name value) -------
+mode = "verify"                                  # verify: two photos; identify: faces of one photo; dir: a folder
+gallery_dir = "known"                            # identify/dir: known people, <person>/<image> or flat <name>_<n>.jpg
+gallery_path = "model_data/gallery.npz"          # identify/dir: their embeddings, updated when gallery_dir changes
+dir_path = "photos"                              # dir: the folder of photos to identify
+csv_path = "identify.csv"                        # dir: one row per face (file, box, name, distance)
 model_path = "model_data/facenet_mobilenet.pth"  # trained weights (or logs/<weights>.pth after train.py)
 backbone = "mobilenet"                           # "mobilenet" or "inception_resnetv1", as the weights
 input_shape = None                               # network input as in training; None: from <model_path>.json, else 160,160,3
@@ -18,7 +25,8 @@ import sys
 
 from PIL import Image
 
-from facenet import Facenet
+from facenet import Facenet, model_settings
+from utils import identify
 from utils.checkpoint import CheckpointError
 from utils.config import configure, fail, settings_of
 from utils.image import ImageError
@@ -56,10 +64,12 @@ def report(model: Facenet, distance: float) -> None:
 
 
 def main(paths: list[str]) -> None:
+    if mode != "verify":
+        return identify.run(mode, paths, settings_of(globals()), user_path)
     if len(paths) == 1:
         fail("give two image files to compare, or none to be asked for them")
     try:
-        model = Facenet(**settings_of(globals()))
+        model = Facenet(**model_settings(settings_of(globals())))
     except CheckpointError as err:
         fail(err)
     if paths:
