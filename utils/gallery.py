@@ -47,10 +47,10 @@ def similarity_to_distance(similarity: np.ndarray) -> np.ndarray:
 class PersonSearch:
     """Exact nearest person of each query among gallery embeddings grouped by person.
 
-    ``embeddings`` (N, D) are L2-normalised; ``labels`` (N,) index ``people``. Entries are kept
-    sorted by person so that a person's best score is one ``maximum.reduceat`` over a row of
-    similarities; the ``mean`` rule needs only the (P, D) mean embeddings, as the mean of dot
-    products is the dot product with the mean.
+    ``embeddings`` (N, D) are L2-normalised; ``labels`` (N,) index ``people``. With ``best`` the
+    nearest person owns the nearest embedding, so one (Q, N) product and an argmax give it; with
+    ``mean`` the mean of a person's dot products is the dot product with their mean embedding, so
+    the product is with the (P, D) mean embeddings.
     """
 
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, people: list[str],
@@ -59,36 +59,29 @@ class PersonSearch:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
         if len(embeddings) == 0:
             raise GalleryError("empty gallery: no face to compare with")
-        order = np.argsort(labels, kind="stable")
-        self.embeddings = np.ascontiguousarray(embeddings[order], dtype=np.float32)
-        self.labels = np.asarray(labels)[order]
         self.people = list(people)
         self.rule = rule
-        self.starts = np.flatnonzero(np.r_[True, self.labels[1:] != self.labels[:-1]])
-        self.owners = self.labels[self.starts]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
         if rule == "mean":
-            counts = np.diff(np.r_[self.starts, len(self.labels)])
-            self.means = np.add.reduceat(self.embeddings, self.starts, axis=0) / counts[:, None]
-
-    def similarities(self, queries: np.ndarray) -> np.ndarray:
-        """(Q, P') scores of the queries against each person present (``owners`` order)."""
-        if self.rule == "mean":
-            return queries @ self.means.T
-        scores = queries @ self.embeddings.T
-        if len(self.starts) == len(self.labels):
-            return scores
-        return np.maximum.reduceat(scores, self.starts, axis=1)
+            if np.any(self.labels[1:] < self.labels[:-1]):  # a gallery comes sorted: no copy then
+                order = np.argsort(self.labels, kind="stable")
+                self.matrix, self.labels = self.matrix[order], self.labels[order]
+            starts = np.flatnonzero(np.r_[True, self.labels[1:] != self.labels[:-1]])
+            counts = np.diff(np.r_[starts, len(self.labels)])
+            self.matrix = np.add.reduceat(self.matrix, starts, axis=0) / counts[:, None].astype(np.float32)
+            self.labels = self.labels[starts]
 
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(person index (Q,), distance (Q,)) of the nearest person of each query, in blocks."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         people = np.empty(len(queries), dtype=np.int64)
         distances = np.empty(len(queries), dtype=np.float32)
-        block = max(1, SEARCH_BLOCK // len(self.embeddings))
+        block = max(1, SEARCH_BLOCK // len(self.matrix))
         for start in range(0, len(queries), block):
-            scores = self.similarities(queries[start:start + block])
+            scores = queries[start:start + block] @ self.matrix.T
             best = scores.argmax(1)
-            people[start:start + block] = self.owners[best]
+            people[start:start + block] = self.labels[best]
             distances[start:start + block] = similarity_to_distance(scores[np.arange(len(best)), best])
         return people, distances
 
@@ -271,7 +264,9 @@ def update(model, gallery_dir: str, gallery_path: str, batch_size: int = 32,
             todo.append(source)
             report.changed += source.path in stored or source.path in old.skipped
     report.added = len(todo) - report.changed
-    with tqdm(total=len(todo), unit="img", desc="gallery", disable=not progress or not todo, leave=False) as bar:
+    # disable=None: a progress bar on a terminal only, none in pipes and logs.
+    with tqdm(total=len(todo), unit="img", desc="gallery", leave=False,
+              disable=None if progress and todo else True) as bar:
         for start in range(0, len(todo), batch_size):
             faces, done = [], []
             for source in todo[start:start + batch_size]:

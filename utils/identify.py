@@ -129,7 +129,8 @@ def identify_folder(model: Facenet, search: galleries.PersonSearch, dir_path: st
         raise ImageError(f"{dir_path}: no image files in it; set --dir_path to a folder of photos")
     rows = []
     counts = {"photos": len(photos), "faces": 0, "named": 0, "unknown": 0, "no face": 0, "unreadable": 0}
-    for photo in tqdm(photos, unit="photo", desc="identify", disable=not progress):
+    # disable=None: a progress bar on a terminal only, none in pipes and logs.
+    for photo in tqdm(photos, unit="photo", desc="identify", disable=None if progress else True):
         try:
             matches = identify_faces(model, search, open_rgb(os.path.join(dir_path, photo)))
         except ImageError as err:
