@@ -27,7 +27,7 @@ from utils.image import ImageError, list_images
 
 FORMAT_VERSION = 1
 # "best": a person's distance is that of their closest gallery image; "mean": the distance that
-# corresponds to the mean cosine similarity over their images. On LFW sets 8-10 with three gallery
+# corresponds to the mean cosine similarity over their images. On LFW sets 8-10 with 2, 3 or 5 gallery
 # images per person "mean" identified more people, closed and open set (README), so it is the default.
 RULES = ("best", "mean")
 DEFAULT_RULE = "mean"
@@ -111,9 +111,11 @@ class Gallery:
 
     @property
     def people(self) -> list[str]:
+        """The distinct names, sorted: the index space of ``search``'s answers."""
         return sorted(set(self.names))
 
     def search(self, rule: str = DEFAULT_RULE) -> PersonSearch:
+        """Exact search over these embeddings, one answer per person."""
         people = self.people
         index = {name: i for i, name in enumerate(people)}
         return PersonSearch(self.embeddings, np.array([index[n] for n in self.names], np.int64), people, rule)
