@@ -1,5 +1,6 @@
 """predict.py as a user runs it: arguments, the interactive loop, bad inputs, exit codes, no tracebacks."""
 import csv
+import io
 import os
 import runpy
 import shutil
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -243,3 +245,19 @@ def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, c
                 "two_photos": "identify takes one photo", "bad_mode": "--mode must be one of verify, identify, dir",
                 "missing_dir": "no such folder of photos"}
     assert expected[case] in line
+
+
+def test_identify_asks_for_photos_until_end_of_input(known, tmp_path, monkeypatch, capsys):
+    matplotlib.use("Agg")
+    typed = [str(known["photos"] / "notes.jpg"), "", str(known["photos"] / "wall.jpg"),
+             f'"{known["photos"] / "group.jpg"}"']
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(typed) + "\n"))
+    monkeypatch.setattr(sys, "argv", [PREDICT, "--mode", "identify", *identify_options(known),
+                                      "--figure_path", str(tmp_path / "figure.png")])
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(PREDICT, run_name="__main__")
+    out, err = capsys.readouterr()
+    errors = error_lines(err)
+    assert len(errors) == 3 and "notes.jpg" in errors[0] and "wall.jpg: no face found" in errors[2]
+    assert out.count("Input image filename:") == 5 and out.count("  face ") == 3
+    assert (tmp_path / "figure.png").is_file()

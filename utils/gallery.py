@@ -207,11 +207,15 @@ def load(path: str, expected: dict | None = None) -> Gallery:
     if expected is not None and gallery.fingerprint != expected:
         differ = [k for k in sorted(set(expected) | set(gallery.fingerprint))
                   if gallery.fingerprint.get(k) != expected.get(k)]
-        what = "other weights" if "weights_sha256" in differ else "other settings"
-        details = ", ".join(f"{k} {str(gallery.fingerprint.get(k))[:12]} vs {str(expected.get(k))[:12]}"
-                            for k in differ)
-        raise GalleryError(f"{path}: built with {what} ({details}); delete it to rebuild the gallery "
-                           "with these weights, or set --gallery_path to another file")
+        if "weights_sha256" in differ:
+            what = "other weights"
+            details = (f"sha256 {str(gallery.fingerprint.get('weights_sha256'))[:12]}... vs "
+                       f"{expected['weights_sha256'][:12]}...")
+        else:
+            what = "other settings"
+            details = ", ".join(f"{k} {gallery.fingerprint.get(k)} vs {expected.get(k)}" for k in differ)
+        raise GalleryError(f"{path}: built with {what} ({details}); delete it to rebuild the gallery, "
+                           "or set --gallery_path to another file")
     return gallery
 
 
