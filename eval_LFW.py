@@ -21,25 +21,16 @@ letterbox_image = True                      # keep the aspect ratio (grey paddin
 num_workers = 2                             # image decoding processes (0: in this process)
 json_save_path = "model_data/lfw_eval.json"
 #------------------------------------------------------------------
-import hashlib
 import time
 
 import torch
 
 from nets.facenet import BACKBONES, Facenet
-from utils.checkpoint import figure_extensions, load_weights, model_settings, write_json
+from utils.checkpoint import figure_extensions, file_sha256, load_weights, model_settings, write_json
 from utils.config import (UserError, check_bool, check_choice, check_input_shape, check_int, check_output_file,
                           configure, print_settings, run_main, settings_of)
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_settings() -> None:
@@ -103,7 +94,7 @@ def main() -> None:
     # backbone, threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
     write_json(json_save_path, {"backbone": found.backbone, "threshold": result["threshold_mean"],
                                 "input_shape": found.input_shape, **result, "wall_seconds": wall, "device": device,
-                                "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)},
+                                "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
                                 "settings": settings})
     print(f"Saved {png_save_path} and {json_save_path}")
 

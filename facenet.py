@@ -293,3 +293,8 @@ class Facenet:
             save_figure(figure, self.figure_path)
             print(f"figure saved to {self.figure_path}")
         plt.close(figure)
+
+
+def facenet_kwargs(settings: dict) -> dict:
+    """The entries of a script's settings that configure ``Facenet``; the script may hold others."""
+    return {key: value for key, value in settings.items() if key in Facenet._defaults}

@@ -11,6 +11,7 @@ backbone, the input_shape it was trained at and, once measured by eval_LFW.py, t
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -336,3 +337,12 @@ def model_settings(weights_path: str, backbone: str | None = None, input_shape: 
 def fmt_shape(shape: Sequence[int]) -> str:
     """[112, 112, 3] -> '112,112,3', the way it is given on the command line."""
     return ",".join(map(str, shape))
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks: identifies weights across copies and renames."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
