@@ -17,7 +17,8 @@ png_save_path = "model_data/roc_test.png"
 flip = False                                # also embed the mirror image and add the two embeddings
 folds = "all"                               # "all" or the official sets to use, e.g. "8,9,10"
 letterbox_image = True                      # keep the aspect ratio (grey padding) when resizing
-num_workers = 2                             # image decoding processes
+num_workers = "auto"                        # decoding processes; auto: what fits beside the network (0 on 2 cores)
+precision = "fp32"                          # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
 json_save_path = "model_data/lfw_eval.json"
 #------------------------------------------------------------------
 import hashlib
@@ -30,6 +31,7 @@ from utils.checkpoint import CheckpointError, load_weights
 from utils.config import configure, fail, print_settings, settings_of
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_json, save_roc_plot
+from utils.runtime import SettingError, check_precision, resolve_workers
 
 
 
@@ -44,14 +46,19 @@ def sha256_of(path: str) -> str:
 def main() -> None:
     start = time.perf_counter()
     settings = settings_of(globals())
-    print_settings(settings)
+    device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
+    try:
+        check_precision(precision, device)
+        workers = resolve_workers(num_workers, device == "cuda")
+    except SettingError as err:
+        fail(err)
+    print_settings({**settings, "num_workers": f"{workers} (auto)" if num_workers == "auto" else workers})
+    if cuda and device == "cpu":
+        print("note: CUDA is not available, running on the CPU")
     try:
         pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(folds))
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
-    if cuda and device == "cpu":
-        print("note: CUDA is not available, running on the CPU")
     model = Facenet(backbone, mode="predict")
     try:
         load_weights(model, model_path, purpose="predict")
@@ -61,14 +68,14 @@ def main() -> None:
 
     try:
         result = evaluate_lfw(model, pairs, input_shape, letterbox_image, batch_size, device, flip=flip,
-                              num_workers=num_workers)
+                              num_workers=workers, precision=precision)
     except ImageError as err:
         fail(f"{err}; fix or replace that file in {lfw_dir_path}")
     wall = time.perf_counter() - start
 
     fold_list = ",".join(map(str, result["folds"]))
     print(f"\nLFW verification: {result['num_pairs']} pairs ({result['num_same']} same) of folds {fold_list}, "
-          f"{result['num_images']} images, flip {'on' if flip else 'off'}, {device}")
+          f"{result['num_images']} images, flip {'on' if flip else 'off'}, {device} {precision}")
     if result["warning"]:
         print(f"WARNING: {result['warning']}")
     print(f"  accuracy         {result['accuracy_mean']:.5f} +- {result['accuracy_std']:.5f}")
@@ -82,12 +89,12 @@ def main() -> None:
     print(f"  same distance    {result['same_distance_mean']:.4f} +- {result['same_distance_std']:.4f}")
     print(f"  diff distance    {result['diff_distance_mean']:.4f} +- {result['diff_distance_std']:.4f}")
     print(f"  speed            {result['num_images']} images in {result['embed_seconds']:.1f} s "
-          f"({result['images_per_second']:.1f} images/s); wall time {wall:.1f} s")
+          f"({result['images_per_second']:.1f} images/s, {workers} decoding workers); wall time {wall:.1f} s")
 
     save_roc_plot(result, png_save_path, title=f"LFW ROC, {backbone}, folds {fold_list}")
     # threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
     save_json({"threshold": result["threshold_mean"], "input_shape": input_shape, **result,
-               "wall_seconds": wall, "device": device,
+               "wall_seconds": wall, "device": device, "workers": workers,
                "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)}, "settings": settings},
               json_save_path)
     print(f"Saved {png_save_path} and {json_save_path}")

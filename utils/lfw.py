@@ -5,7 +5,6 @@ of the pairs is decoded and embedded once (7,701 images for the 6,000 official p
 """
 from __future__ import annotations
 
-import copy
 import io
 import json
 import math
@@ -17,13 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils import verification
 from utils.checkpoint import write_bytes_atomic, write_text_atomic
 from utils.image import ImageError, open_rgb, preprocess
+from utils.runtime import embed, inference_copy, network_threads
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # On the CPU the network runs on slices of this many images whatever the batch size: bigger slices
@@ -157,36 +156,15 @@ class ImageList(Dataset):
             return torch.zeros(3, self.input_shape[0], self.input_shape[1]), str(err)
 
 
-def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with each BatchNorm2d folded into the Conv2d before it.
-
-    Folding leaves the outputs unchanged (to float rounding) and makes CPU inference about 1.5x
-    faster. It covers the two layouts used in nets/: a Conv2d then a BatchNorm2d in an
-    nn.Sequential, and a module whose ``conv`` attribute feeds its ``bn`` (BasicConv2d). The
-    caller's model is not touched, so training can go on right after an evaluation.
-    """
-    net = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for module in list(net.modules()):
-            if isinstance(module, nn.Sequential):
-                for i in range(len(module) - 1):
-                    if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                        module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
-                        module[i + 1] = nn.Identity()
-            conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module.conv, module.bn = fuse_conv_bn_eval(conv, bn), nn.Identity()
-    return net
-
-
 def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], letterbox: bool,
                 batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
-                progress: bool = True) -> np.ndarray:
-    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed with ``model.embed``.
+                progress: bool = True, precision: str = "fp32") -> np.ndarray:
+    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, as ``model.embed`` computes them.
 
     With ``flip`` an image's embedding is that of the image plus that of its mirror image,
     normalised again. ``batch_size`` images are decoded together; on the CPU they go through the
-    network ``CPU_SLICE`` at a time. ``model`` itself is left as it was (an eval-mode copy runs).
+    network ``CPU_SLICE`` at a time, under the autocast of ``precision`` (utils.runtime). ``model``
+    itself is left as it was (an eval-mode copy with BatchNorm folded runs).
     """
     if not paths:
         raise ValueError("no images to embed")
@@ -197,10 +175,8 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
     chunks = []
     threads = torch.get_num_threads()
     if device.type == "cpu" and num_workers:
-        # Leave the decoding workers their cores: with more busy threads than cores, the network's
-        # threads wait on each other at every layer (measured 3.5x slower on a shared 2-core machine).
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, min(threads, cores - num_workers)))
+        # Leave the decoding workers their cores (measured 3.5x slower on a shared 2-core machine otherwise).
+        torch.set_num_threads(network_threads(num_workers))
     try:
         with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="embedding", disable=not progress,
                                           leave=False) as bar:
@@ -210,10 +186,10 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
                     raise ImageError(failed[0])
                 for part in images.split(CPU_SLICE if device.type == "cpu" else len(images)):
                     x = part.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                    embedding = net.embed(x)
+                    embedding = embed(net, x, precision)
                     if flip:
                         mirrored = x.flip(3).contiguous(memory_format=torch.channels_last)
-                        embedding = F.normalize(embedding + net.embed(mirrored), p=2, dim=1)
+                        embedding = F.normalize(embedding + embed(net, mirrored, precision), p=2, dim=1)
                     chunks.append(embedding.float().cpu().numpy())
                 bar.update(len(images))
     finally:
@@ -223,7 +199,7 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
 
 def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], letterbox: bool,
                  batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, precision: str = "fp32") -> dict:
     """Embed the images of ``pairs`` and return ``verification.evaluate`` on their distances.
 
     The distance is the Euclidean distance between L2-normalised embeddings (0..2), the one
@@ -231,11 +207,12 @@ def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], lett
     """
     start = time.perf_counter()
     embeddings = embed_paths(model, pairs.paths, input_shape, letterbox, batch_size, device, flip=flip,
-                             num_workers=num_workers, progress=progress).astype(np.float64)
+                             num_workers=num_workers, progress=progress,
+                             precision=precision).astype(np.float64)
     seconds = time.perf_counter() - start
     distances = np.linalg.norm(embeddings[pairs.left] - embeddings[pairs.right], axis=1)
     result = verification.evaluate(distances, pairs.issame, pairs.fold)
-    result.update(distance="euclidean between L2-normalised embeddings", flip=flip,
+    result.update(distance="euclidean between L2-normalised embeddings", flip=flip, precision=precision,
                   num_images=len(pairs.paths), embed_seconds=seconds,
                   images_per_second=len(pairs.paths) / seconds)
     return result
