@@ -10,7 +10,8 @@ output_dir = "datasets/aligned"   # gets the same tree of aligned .jpg faces and
 mode = "crop"                     # "crop": square face box plus margin; "warp": 5-point ArcFace alignment
 image_size = 160                  # side of the aligned images in pixels
 margin = 32                       # crop mode: output pixels around the face box (margin / 2 on each side)
-num_workers = 1                   # processes with one thread and one detector each; 1 works in this process
+num_workers = "auto"              # processes with one thread and one detector each; 1: in this process;
+                                  # auto: one per CPU core for large jobs, 1 on a GPU or for small ones
 min_face_size = 20                # smallest face searched for, in input pixels
 thresholds = [0.6, 0.7, 0.7]      # face probability that P-Net, R-Net and O-Net each require
 weights_dir = "model_data"        # folder holding MTCNN's pnet.pt, rnet.pt and onet.pt
@@ -34,8 +35,12 @@ from utils.checkpoint import write_text_atomic
 from utils.config import configure, fail, print_settings, settings_of
 from utils.detect import DetectorError, FaceDetector, align_file
 from utils.image import is_image_file
+from utils.runtime import SettingError, available_cores, resolve_workers
 
 _FAILURES = "failures.csv"
+# A spawned worker takes seconds to import torch and load its detector (about 100 images' worth of
+# detection): with fewer images than that per worker, "auto" starts fewer of them.
+IMAGES_PER_WORKER = 100
 _detector = None
 _options: dict = {}
 
@@ -86,6 +91,19 @@ def _start_worker(options: dict) -> None:
                              _options.pop("min_face_size"), tuple(_options.pop("thresholds")))
 
 
+def worker_count(num_workers: int | str, device: str, jobs: int) -> int:
+    """The ``num_workers`` setting as a number of detector processes (1: this process) for ``jobs`` images.
+
+    "auto" gives each CPU core a single-threaded detector process while the main process only collects
+    results, so no more processes are busy than there are cores; on a GPU, this process drives it.
+    """
+    if num_workers != "auto":
+        return resolve_workers(num_workers, cuda=False)
+    if device.startswith("cuda"):
+        return 1
+    return max(1, min(available_cores(), jobs // IMAGES_PER_WORKER))
+
+
 def _align(job: tuple[str, str, str]) -> tuple[str, str | None]:
     rel, src, dst = job
     try:
@@ -95,7 +113,7 @@ def _align(job: tuple[str, str, str]) -> tuple[str, str | None]:
 
 
 def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: int = 160, margin: int = 32,
-               num_workers: int = 1, min_face_size: float = 20,
+               num_workers: int | str = "auto", min_face_size: float = 20,
                thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                weights_dir: str = "model_data", device: str = "cpu", jpeg_quality: int = 95,
                retry_failed: bool = False, no_face: str = "skip") -> Summary:
@@ -119,13 +137,15 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
     options = dict(weights_dir=weights_dir, device=device, min_face_size=min_face_size, thresholds=thresholds,
                    mode=mode, image_size=image_size, margin=margin, quality=jpeg_quality, no_face=no_face)
     aligned, pool, threads = 0, None, torch.get_num_threads()
+    workers = worker_count(num_workers, device, len(jobs))
     FaceDetector(weights_dir, "cpu", min_face_size)  # stop here, once, if the weights are missing
     try:
-        if num_workers <= 1:
+        if workers <= 1:
             _start_worker(options)
             results = map(_align, jobs)
         else:
-            pool = multiprocessing.get_context("spawn").Pool(num_workers, _start_worker, (options,))
+            print(f"aligning {len(jobs)} images in {workers} processes")
+            pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (options,))
             results = pool.imap_unordered(_align, jobs, chunksize=8)
         for rel, reason in tqdm(results, total=len(jobs), desc="aligning", unit="img", disable=not jobs):
             if reason is None:
@@ -156,7 +176,7 @@ def main() -> None:
     try:
         summary = align_tree(input_dir, output_dir, mode, image_size, margin, num_workers, min_face_size,
                              thresholds, weights_dir, device, jpeg_quality, retry_failed, no_face)
-    except DetectorError as err:
+    except (DetectorError, SettingError) as err:
         fail(err)
     seconds = time.perf_counter() - start
     done = summary.images - len(summary.failures)
