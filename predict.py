@@ -11,7 +11,10 @@ letterbox_image = True                           # keep the aspect ratio when re
 cuda = True                                      # use the GPU if there is one
 threshold = None                                 # None: read from <model_path without .pth>.json
 align = False                                    # detect and align faces with MTCNN first (raw photos)
+figure = True                                    # show the two faces side by side; False: distance only, faster
 figure_path = "img/result.png"                   # where the figure goes when there is no display
+precision = "fp32"                               # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
+onnx_path = ""                                   # an ONNX file from export.py: run it with onnxruntime instead
 #------------------------------------------------------------------
 import os
 import sys
@@ -22,6 +25,7 @@ from facenet import Facenet
 from utils.checkpoint import CheckpointError
 from utils.config import configure, fail, settings_of
 from utils.image import ImageError
+from utils.runtime import SettingError
 
 
 
@@ -60,7 +64,7 @@ def main(paths: list[str]) -> None:
         fail("give two image files to compare, or none to be asked for them")
     try:
         model = Facenet(**settings_of(globals()))
-    except CheckpointError as err:
+    except (CheckpointError, SettingError) as err:
         fail(err)
     if paths:
         try:
