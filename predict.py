@@ -21,7 +21,10 @@ cuda = True                                      # use the GPU if there is one
 threshold = None                                 # None: read from <model_path without .pth>.json, else 1.1
 align = "auto"                                   # auto: align raw photos, keep face crops | True: always | False: never
 flip = False                                     # also embed the mirror images (as eval_LFW.py --flip)
+figure = True                                    # show the two faces side by side; False: distance only, faster
 figure_path = "img/result.png"                   # where the figure goes when there is no display
+precision = "fp32"                               # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
+onnx_path = ""                                   # an ONNX file from export.py: run it with onnxruntime instead
 #------------------------------------------------------------------
 import os
 import sys
@@ -66,13 +69,15 @@ def compare(model: Facenet, image_1, image_2) -> None:
     comparison, shown = model._compare(image_1, image_2)
     if comparison.warning:
         print(f"warning: {comparison.warning}")
-    model.show(comparison, shown)
+    if model.figure:
+        model.show(comparison, shown)
     print(f"Distance: {comparison.distance:.3f} -> {comparison.verdict} (threshold {model.threshold:.3f})")
 
 
 def main(paths: list[str]) -> None:
     """Verify the pair in ``paths`` (or pairs typed in), or hand the identify and dir modes to utils.identify."""
-    check_output_file("figure_path", figure_path, figure_extensions())
+    if figure:
+        check_output_file("figure_path", figure_path, figure_extensions())
     if mode != "verify":
         return identify.run(mode, paths, settings_of(globals()), user_path)
     if len(paths) == 1:

@@ -12,6 +12,7 @@ import sys
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ROOT
@@ -105,6 +106,27 @@ def test_ctrl_c_at_the_prompt_leaves_cleanly(workdir):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0
     assert stderr.decode() == ""
+
+
+@pytest.mark.parametrize("change, words", [
+    (("--precision", "bf32"), "--precision must be fp32, bf16 or fp16"),
+    pytest.param(("--precision", "fp16"), "needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
+    (("--onnx_path", "absent.onnx"), "absent.onnx: no such ONNX file"),
+])
+def test_precision_and_onnx_settings_that_cannot_work_exit_2(workdir, change, words):
+    result = run([*SAMPLES[:2], *options(workdir), *change])
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert words in line
+
+
+@pytest.mark.slow
+def test_bf16_without_figure(workdir):
+    result = run([*SAMPLES[:2], *options(workdir), "--precision", "bf16", "--figure", "False"])
+    assert result.returncode == 0, result.stderr
+    assert "precision        bf16" in result.stdout and "Distance: " in result.stdout
+    assert "figure saved" not in result.stdout
 
 
 @pytest.mark.parametrize("case", ["a_directory.jpg", "text.jpg", "truncated.jpg", "empty.jpg", "one_argument",

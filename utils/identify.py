@@ -96,7 +96,7 @@ def show(image: Image.Image, matches: list[FaceMatch], threshold: float, figure_
 
 
 def identify_photo(model: Facenet, search: galleries.PersonSearch, path: str) -> list[FaceMatch]:
-    """Identify mode on one photo: print every face and draw the figure. ImageError when the photo
+    """Identify mode on one photo: print every face and, with ``figure``, draw them. ImageError when the photo
     cannot be read or shows no face."""
     image = open_rgb(path)
     matches = identify_faces(model, search, image)
@@ -105,7 +105,8 @@ def identify_photo(model: Facenet, search: galleries.PersonSearch, path: str) ->
     print(f"{path}: {len(matches)} face(s), unknown above distance {model.threshold:.3f}")
     for number, match in enumerate(matches, start=1):
         print(describe(number, match))
-    show(image, matches, model.threshold, model.figure_path)
+    if model.figure:
+        show(image, matches, model.threshold, model.figure_path)
     return matches
 
 
