@@ -162,7 +162,7 @@ def scan(root: str) -> list[Source]:
 
 def fingerprint(model) -> dict:
     """What gallery embeddings depend on: the weights' content, the network input and the alignment."""
-    return {"weights_sha256": file_sha256(model.model_path), "backbone": model.backbone,
+    return {"weights_sha256": file_sha256(model.weights), "backbone": model.backbone,
             "input_shape": [int(v) for v in model.input_shape], "letterbox_image": bool(model.letterbox_image),
             "alignment": f"mtcnn crop {ALIGN_SIZE} px margin {ALIGN_MARGIN}"}
 
