@@ -14,7 +14,8 @@ output_dir = "datasets/aligned"   # gets the same tree of aligned .jpg faces and
 mode = "crop"                     # "crop": square face box plus margin; "warp": 5-point ArcFace alignment
 image_size = 160                  # side of the aligned images in pixels
 margin = 32                       # crop mode: output pixels around the face box (margin / 2 on each side)
-num_workers = 1                   # processes with one thread and one detector each; 1 works in this process
+num_workers = "auto"              # processes with one thread and one detector each; 1: in this process;
+                                  # auto: one per CPU core for large jobs, 1 on a GPU or for small ones
 min_face_size = 20                # smallest face searched for, in input pixels
 thresholds = [0.6, 0.7, 0.7]      # face probability that P-Net, R-Net and O-Net each require
 weights_dir = "model_data"        # folder holding MTCNN's pnet.pt, rnet.pt and onet.pt
@@ -39,12 +40,16 @@ from utils.checkpoint import write_json, write_text_atomic
 from utils.config import (UserError, check_bool, check_choice, check_int, check_number, check_writable_folder,
                           configure, print_settings, run_main, settings_of)
 from utils.detect import FaceDetector, align_file
-from utils.image import is_image_file
+from utils.image import list_images
+from utils.runtime import available_cores, resolve_workers
 
 _FAILURES = "failures.csv"
 _SETTINGS = "align_settings.json"
 # The settings that shape the output images: a folder holds crops of one kind only.
 _RECORDED = ("input_dir", "mode", "image_size", "margin", "min_face_size", "thresholds", "no_face", "jpeg_quality")
+# A spawned worker takes seconds to import torch and load its detector (about 100 images' worth of
+# detection): with fewer images than that per worker, "auto" starts fewer of them.
+IMAGES_PER_WORKER = 100
 _detector = None
 _options: dict = {}
 
@@ -59,16 +64,6 @@ class Summary(NamedTuple):
 
 class AlignError(UserError):
     """Folders or settings that would overwrite the input or mix crops of different kinds."""
-
-
-def list_images(root: str) -> list[str]:
-    """Image files under ``root`` as sorted relative paths, leaving out hidden names."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.relpath(os.path.join(folder, f), root) for f in files
-                  if is_image_file(f) and not f.startswith(".")]
-    return sorted(found)
 
 
 def read_failures(path: str) -> dict:
@@ -139,6 +134,19 @@ def _start_worker(options: dict) -> None:
                              _options.pop("min_face_size"), tuple(_options.pop("thresholds")))
 
 
+def worker_count(num_workers: int | str, device: str, jobs: int) -> int:
+    """The ``num_workers`` setting as a number of detector processes (1: this process) for ``jobs`` images.
+
+    "auto" gives each CPU core a single-threaded detector process while the main process only collects
+    results, so no more processes are busy than there are cores; on a GPU, this process drives it.
+    """
+    if num_workers != "auto":
+        return resolve_workers(num_workers, cuda=False)
+    if device.startswith("cuda"):
+        return 1
+    return max(1, min(available_cores(), jobs // IMAGES_PER_WORKER))
+
+
 def _align(job: tuple[str, str, str]) -> tuple[str, str | None]:
     rel, src, dst = job
     try:
@@ -148,7 +156,7 @@ def _align(job: tuple[str, str, str]) -> tuple[str, str | None]:
 
 
 def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: int = 160, margin: int = 32,
-               num_workers: int = 1, min_face_size: float = 20,
+               num_workers: int | str = "auto", min_face_size: float = 20,
                thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                weights_dir: str = "model_data", device: str = "cpu", jpeg_quality: int = 95,
                retry_failed: bool = False, no_face: str = "skip", redo: bool = False) -> Summary:
@@ -182,12 +190,14 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
     options = dict(weights_dir=weights_dir, device=device, min_face_size=min_face_size, thresholds=thresholds,
                    mode=mode, image_size=image_size, margin=margin, quality=jpeg_quality, no_face=no_face)
     aligned, pool, threads = 0, None, torch.get_num_threads()
+    workers = worker_count(num_workers, device, len(jobs))
     try:
-        if num_workers <= 1:
+        if workers <= 1:
             _start_worker(options)
             results = map(_align, jobs)
         else:
-            pool = multiprocessing.get_context("spawn").Pool(num_workers, _start_worker, (options,))
+            print(f"aligning {len(jobs)} images in {workers} processes")
+            pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (options,))
             results = pool.imap_unordered(_align, jobs, chunksize=8)
         for rel, reason in tqdm(results, total=len(jobs), desc="aligning", unit="img", disable=not jobs):
             if reason is None:
@@ -208,7 +218,7 @@ def check_settings() -> None:
     check_choice("mode", mode, ("crop", "warp"))
     check_int("image_size", image_size, 16, 4096)
     check_int("margin", margin, 0, image_size - 1)
-    check_int("num_workers", num_workers, 1, 256)
+    worker_count(num_workers, device, 0)
     check_number("min_face_size", min_face_size, 10, 10000)
     if not isinstance(thresholds, list) or len(thresholds) != 3:
         raise UserError(f"--thresholds takes three probabilities such as 0.6,0.7,0.7, not {thresholds!r}")

@@ -18,28 +18,21 @@ png_save_path = "model_data/roc_test.png"   # ROC curve; any format matplotlib w
 flip = False                                # also embed the mirror image and add the two embeddings
 folds = "all"                               # "all" or the official sets to use, e.g. "8,9,10"
 letterbox_image = True                      # keep the aspect ratio (grey padding) when resizing
-num_workers = 2                             # image decoding processes (0: in this process)
+num_workers = "auto"                        # decoding processes; auto: what fits beside the network (0 on 2 cores)
+precision = "fp32"                          # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
 json_save_path = "model_data/lfw_eval.json"
 #------------------------------------------------------------------
-import hashlib
 import time
 
 import torch
 
 from nets.facenet import BACKBONES, Facenet
-from utils.checkpoint import figure_extensions, load_weights, model_settings, write_json
+from utils.checkpoint import figure_extensions, file_sha256, load_weights, model_settings, write_json
 from utils.config import (UserError, check_bool, check_choice, check_input_shape, check_int, check_output_file,
                           configure, print_settings, run_main, settings_of)
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from utils.runtime import check_precision, resolve_workers
 
 
 def check_settings() -> None:
@@ -51,7 +44,6 @@ def check_settings() -> None:
     if input_shape is not None:
         check_input_shape("input_shape", input_shape)
     check_int("batch_size", batch_size, 1)
-    check_int("num_workers", num_workers, 0, 64)
     parse_folds(str(folds))
     check_output_file("png_save_path", png_save_path, figure_extensions())
     check_output_file("json_save_path", json_save_path, (".json",))
@@ -60,22 +52,24 @@ def check_settings() -> None:
 def main() -> None:
     start = time.perf_counter()
     check_settings()
+    device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
+    check_precision(precision, device)
+    workers = resolve_workers(num_workers, device == "cuda")
     found = model_settings(model_path, backbone, input_shape)
     for message in found.messages:
         print(message)
     settings = {**settings_of(globals()), "backbone": found.backbone, "input_shape": found.input_shape}
-    print_settings(settings)
-    pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(str(folds)))
-    device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
+    print_settings({**settings, "num_workers": f"{workers} (auto)" if num_workers == "auto" else workers})
     if cuda and device == "cpu":
         print("note: CUDA is not available, running on the CPU")
+    pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(str(folds)))
     model = Facenet(found.backbone, mode="predict")
     load_weights(model, model_path, purpose="predict")
     model.to(device)
 
     try:
         result = evaluate_lfw(model, pairs, found.input_shape, letterbox_image, batch_size, device, flip=flip,
-                              num_workers=num_workers)
+                              num_workers=workers, precision=precision)
     except ImageError as err:
         raise UserError(f"{err}; fix or replace that file in {lfw_dir_path}") from None
     wall = time.perf_counter() - start
@@ -83,7 +77,7 @@ def main() -> None:
     fold_list = ",".join(map(str, result["folds"]))
     print(f"\nLFW verification: {result['num_pairs']} pairs ({result['num_same']} same) of folds {fold_list}, "
           f"{result['num_images']} images at {found.input_shape[0]}x{found.input_shape[1]}, "
-          f"flip {'on' if flip else 'off'}, {device}")
+          f"flip {'on' if flip else 'off'}, {device} {precision}")
     if result["warning"]:
         print(f"WARNING: {result['warning']}")
     print(f"  accuracy         {result['accuracy_mean']:.5f} +- {result['accuracy_std']:.5f}")
@@ -97,13 +91,14 @@ def main() -> None:
     print(f"  same distance    {result['same_distance_mean']:.4f} +- {result['same_distance_std']:.4f}")
     print(f"  diff distance    {result['diff_distance_mean']:.4f} +- {result['diff_distance_std']:.4f}")
     print(f"  speed            {result['num_images']} images in {result['embed_seconds']:.1f} s "
-          f"({result['images_per_second']:.1f} images/s); wall time {wall:.1f} s")
+          f"({result['images_per_second']:.1f} images/s, {workers} decoding workers); wall time {wall:.1f} s")
 
     save_roc_plot(result, png_save_path, title=f"LFW ROC, {found.backbone}, folds {fold_list}")
     # backbone, threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
     write_json(json_save_path, {"backbone": found.backbone, "threshold": result["threshold_mean"],
                                 "input_shape": found.input_shape, **result, "wall_seconds": wall, "device": device,
-                                "checkpoint": {"path": model_path, "sha256": sha256_of(model_path)},
+                                "workers": workers,
+                                "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
                                 "settings": settings})
     print(f"Saved {png_save_path} and {json_save_path}")
 

@@ -3,28 +3,33 @@
 ``Facenet`` keeps the original repository's interface (``_defaults`` overridable by keyword,
 ``detect_image(image_1, image_2)`` returning the embedding distance and drawing the pair) and adds
 ``distance`` / ``compare`` without the figure, a batch ``embed`` API, the backbone, input size and
-threshold that travel with the weights (their JSON), and automatic MTCNN alignment of raw photos.
+threshold that travel with the weights (their JSON), automatic MTCNN alignment of raw photos,
+bfloat16 inference and an ONNX file run by onnxruntime instead of PyTorch.
+
+matplotlib, the detector and onnxruntime are imported only when the chosen mode needs them: importing
+them all would add about half a second to every start of predict.py.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.backends import BackendFilter, backend_registry
 from PIL import Image, ImageOps
 
 from nets.facenet import BACKBONES
 from nets.facenet import Facenet as FacenetNet
-from utils.checkpoint import CheckpointError, load_weights, model_settings, save_figure
+from utils.checkpoint import (CheckpointError, ModelSettings, load_weights, model_settings, read_weights_info,
+                              save_figure, threshold_setting, weights_info_path)
 from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
-from utils.detect import Detections, FaceDetector, align_face, main_face
-from utils.embedding import embed_batch, inference_copy
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
+from utils.runtime import SettingError, check_precision, embed_batch, inference_copy
+
+if TYPE_CHECKING:
+    from utils.detect import Detections
 
 REPOSITORY = os.path.dirname(os.path.abspath(__file__))
 # Distance below which two L2-normalised 128-d FaceNet embeddings are taken as one person when the
@@ -68,6 +73,9 @@ class Comparison:
 
 def is_interactive_backend() -> bool:
     """True when matplotlib can open a window (a display is there); False for Agg and other file backends."""
+    import matplotlib
+    from matplotlib.backends import BackendFilter, backend_registry
+
     names = backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
     return matplotlib.get_backend().lower() not in names
 
@@ -122,8 +130,16 @@ class Facenet:
         "align": "auto",
         # Also embed the mirror image and add the two embeddings (as eval_LFW.py --flip).
         "flip": False,
+        # detect_image draws the two faces side by side; False skips the figure and with it matplotlib
+        # (a faster start when only the distance is wanted).
+        "figure": True,
         # Where the side-by-side figure of detect_image is saved when there is no display.
         "figure_path": "img/result.png",
+        # "fp32", "bf16" (bfloat16 autocast, CPU or GPU) or "fp16" (CUDA only).
+        "precision": "fp32",
+        # An ONNX file written by export.py: run it with onnxruntime on the CPU instead of PyTorch. Its
+        # threshold is read from <onnx_path without extension>.json, its input size from the file.
+        "onnx_path": "",
         # Print the settings, the weights loaded and notes (predict.py does); False keeps the API quiet.
         "verbose": False,
     }
@@ -145,18 +161,56 @@ class Facenet:
             warnings.warn(message[len("warning: "):], stacklevel=4)
 
     def generate(self) -> None:
-        """Check the settings, build the network, load the weights strictly, pick device and threshold."""
+        """Check the settings, build the network (or open the ONNX file), load the weights strictly, pick
+        the device, the precision and the threshold. Unusable settings raise a UserError naming them."""
         self.model_path = repository_path(self.model_path, self._defaults["model_path"])
         self.align = normalise_align(self.align)
-        for name in ("letterbox_image", "cuda", "flip", "verbose"):
+        for name in ("letterbox_image", "cuda", "flip", "figure", "verbose"):
             check_bool(name, getattr(self, name))
         if self.backbone is not None:
             check_choice("backbone", self.backbone, BACKBONES)
         if self.input_shape is not None:
             self.input_shape = check_input_shape("input_shape", self.input_shape)
-        if self.cuda and not torch.cuda.is_available():
+        self.net = self.onnx = None
+        if self.cuda and not self.onnx_path and not torch.cuda.is_available():
             self.say("note: cuda=True but no GPU is available; running on the CPU")
-        self.device = torch.device("cuda" if self.cuda and torch.cuda.is_available() else "cpu")
+        use_cuda = self.cuda and not self.onnx_path and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        check_precision(self.precision, self.device)
+        found = self.load_onnx() if self.onnx_path else self.load_network()
+        for message in found.messages:
+            self.say(message)
+        if found.threshold is None:
+            self.say(f"note: no threshold given and none stored beside {self.weights}; using "
+                     f"{FALLBACK_THRESHOLD} (typical for 128-d FaceNet embeddings). Run eval_LFW.py "
+                     "to measure one for these weights, or set --threshold")
+            self.threshold, self.threshold_source = FALLBACK_THRESHOLD, "fallback"
+        else:
+            self.threshold, self.threshold_source = found.threshold, found.threshold_source
+
+        self.detector = None
+        if self.align:
+            from utils.detect import FaceDetector
+            self.detector = FaceDetector(weights_dir=os.path.join(REPOSITORY, "model_data"),
+                                         device=str(self.device))
+        if self.verbose:
+            print_settings({**({"onnx_path": self.onnx_path} if self.onnx else
+                               {"model_path": self.model_path, "backbone": self.backbone}),
+                            "input_shape": self.input_shape, "letterbox_image": self.letterbox_image,
+                            "device": f"{self.device} (onnxruntime)" if self.onnx else str(self.device),
+                            "precision": self.precision,
+                            "threshold": f"{self.threshold:.4f} ({self.threshold_source})",
+                            "align": self.align, "flip": self.flip,
+                            "figure_path": self.figure_path if self.figure else "(no figure)"})
+
+    @property
+    def weights(self) -> str:
+        """The file the embeddings come from: the ONNX file when there is one, else the weights."""
+        return self.onnx_path or self.model_path
+
+    def load_network(self) -> ModelSettings:
+        """The PyTorch network on the chosen device, BatchNorm folded (1.5x faster on the CPU), with the
+        backbone and input size from the settings or the weights' JSON; returns what was found."""
         if not os.path.isfile(self.model_path):
             raise CheckpointError(f"{self.model_path}: no weights file; copy the trained "
                                   f"facenet_{self.backbone or 'mobilenet'}.pth there, or train with train.py "
@@ -164,32 +218,33 @@ class Facenet:
         found = model_settings(self.model_path, self.backbone, self.input_shape, self.threshold,
                                DEFAULT_INPUT_SHAPE)
         self.backbone, self.input_shape = found.backbone, found.input_shape
-        for message in found.messages:
-            self.say(message)
-        if found.threshold is None:
-            self.say(f"note: no threshold given and none stored beside {self.model_path}; using "
-                     f"{FALLBACK_THRESHOLD} (typical for 128-d FaceNet embeddings). Run eval_LFW.py "
-                     "to measure one for these weights, or set --threshold")
-            self.threshold, self.threshold_source = FALLBACK_THRESHOLD, "fallback"
-        else:
-            self.threshold, self.threshold_source = found.threshold, found.threshold_source
-
         net = FacenetNet(backbone=self.backbone, mode="predict")
         load_weights(net, self.model_path, purpose="predict", verbose=self.verbose)
         self.net = inference_copy(net).to(self.device, memory_format=torch.channels_last)
+        self.embedding_size = net.Bottleneck.out_features
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        return found
 
-        self.detector = None
-        if self.align:
-            self.detector = FaceDetector(weights_dir=os.path.join(REPOSITORY, "model_data"),
-                                         device=str(self.device))
-        if self.verbose:
-            print_settings({"model_path": self.model_path, "backbone": self.backbone,
-                            "input_shape": self.input_shape, "letterbox_image": self.letterbox_image,
-                            "device": str(self.device),
-                            "threshold": f"{self.threshold:.4f} ({self.threshold_source})",
-                            "align": self.align, "flip": self.flip, "figure_path": self.figure_path})
+    def load_onnx(self) -> ModelSettings:
+        """The ONNX file in onnxruntime on the CPU; its input size is fixed by the export, its backbone
+        and threshold come from the JSON beside it. Returns what was found."""
+        from utils.onnx_model import OnnxEmbedder
+
+        if self.precision != "fp32":
+            raise SettingError("an ONNX file runs in fp32; leave --precision fp32 with --onnx_path")
+        self.onnx = OnnxEmbedder(self.onnx_path)
+        if self.input_shape is not None and list(self.input_shape) != self.onnx.input_shape:
+            shape = ",".join(map(str, self.onnx.input_shape))
+            raise CheckpointError(f"{self.onnx_path}: exported for input_shape {shape}, not "
+                                  f"{','.join(map(str, self.input_shape))}; leave --input_shape unset or "
+                                  "export again with python export.py --input_shape ...")
+        self.input_shape = self.onnx.input_shape
+        self.embedding_size = self.onnx.embedding_size
+        info = read_weights_info(self.onnx_path)
+        self.backbone = info.get("backbone", self.backbone)
+        threshold, source, messages = threshold_setting(info, weights_info_path(self.onnx_path), self.threshold)
+        return ModelSettings(self.backbone, self.input_shape, threshold, source, messages)
 
     def face(self, image: ImageInput) -> Image.Image:
         """The RGB picture the network will see: ``image`` (a path or a PIL image) decoded and, as
@@ -214,6 +269,8 @@ class Facenet:
     def choose(self, rgb: Image.Image, found: Detections, name: str = "image") -> Image.Image:
         """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``, as ``align`` says:
         the photo itself when it is a face crop (auto), else its main face cropped like align_dataset.py."""
+        from utils.detect import align_face, main_face
+
         index = main_face(found, rgb.size)
         if index is None:
             hint = "or give a face crop with --align False" if self.align == "auto" else \
@@ -234,16 +291,16 @@ class Facenet:
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised embeddings of a preprocessed batch, as float32 (N, 128); NaN is an error."""
-        embeddings = embed_batch(self.net, batch, self.device, flip=self.flip)
+        embeddings = embed_batch(self.onnx or self.net, batch, self.device, flip=self.flip, precision=self.precision)
         if not np.isfinite(embeddings).all():
-            raise EmbeddingError(f"{self.model_path}: the embeddings are NaN or infinite: these weights are "
+            raise EmbeddingError(f"{self.weights}: the embeddings are NaN or infinite: these weights are "
                                  "broken (a diverged training run?); use other weights")
         return embeddings
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
         """L2-normalised embeddings (N, 128) float32 of image paths or PIL images, in one batch."""
         if len(images) == 0:
-            return np.zeros((0, self.net.Bottleneck.out_features), dtype=np.float32)
+            return np.zeros((0, self.embedding_size), dtype=np.float32)
         return self._forward(self._inputs(images)[0])
 
     def verdict(self, distance: float) -> str:
@@ -258,7 +315,7 @@ class Facenet:
         if distance < COLLAPSED_DISTANCE and differ:
             return Comparison(distance, "no verdict",
                               f"two different images got the same embedding (distance {distance:.2g}): "
-                              f"{self.model_path} maps faces to one point (collapsed or barely trained "
+                              f"{self.weights} maps faces to one point (collapsed or barely trained "
                               "weights), so the distance says nothing"), shown
         return Comparison(distance, self.verdict(distance)), shown
 
@@ -271,10 +328,11 @@ class Facenet:
         return self.compare(image_1, image_2).distance
 
     def detect_image(self, image_1: ImageInput, image_2: ImageInput) -> float:
-        """Distance between the two faces' embeddings; shows them side by side with the verdict
-        (or, without a display, saves the figure to ``figure_path`` and prints where)."""
+        """Distance between the two faces' embeddings; with ``figure``, shows them side by side with the
+        verdict (or, without a display, saves the figure to ``figure_path`` and prints where)."""
         comparison, shown = self._compare(image_1, image_2)
-        self.show(comparison, shown)
+        if self.figure:
+            self.show(comparison, shown)
         return comparison.distance
 
     def show(self, comparison: Comparison, shown: list[Image.Image]) -> None:
@@ -293,3 +351,8 @@ class Facenet:
             save_figure(figure, self.figure_path)
             print(f"figure saved to {self.figure_path}")
         plt.close(figure)
+
+
+def facenet_kwargs(settings: dict) -> dict:
+    """The entries of a script's settings that configure ``Facenet``; the script may hold others."""
+    return {key: value for key, value in settings.items() if key in Facenet._defaults}

@@ -2,10 +2,17 @@
 
     python predict.py                                 # asks for image pairs until Ctrl-C or Ctrl-D
     python predict.py img/1_001.jpg img/1_002.jpg     # one pair; exit status 2 on a bad file
+    python predict.py --mode identify --gallery_dir known PHOTO           # who is each face of PHOTO?
+    python predict.py --mode dir --gallery_dir known --dir_path photos --csv_path out.csv
 
 Raw photos are detected and aligned like the training data; face crops are used as they are.
 """
 #------- settings (edit here or override as --name value) -------
+mode = "verify"                                  # verify: two photos; identify: faces of one photo; dir: a folder
+gallery_dir = "known"                            # identify/dir: known people, <person>/<image> or flat <name>_<n>.jpg
+gallery_path = "model_data/gallery.npz"          # identify/dir: their embeddings, updated when gallery_dir changes
+dir_path = "photos"                              # dir: the folder of photos to identify
+csv_path = "identify.csv"                        # dir: one row per face (file, box, name, distance)
 model_path = "model_data/facenet_mobilenet.pth"  # trained weights (or logs/<weights>.pth after train.py)
 backbone = None                                  # None: from <model_path>.json, else read from the weights
 input_shape = None                               # network input as in training; None: from <model_path>.json, else 160,160,3
@@ -14,14 +21,18 @@ cuda = True                                      # use the GPU if there is one
 threshold = None                                 # None: read from <model_path without .pth>.json, else 1.1
 align = "auto"                                   # auto: align raw photos, keep face crops | True: always | False: never
 flip = False                                     # also embed the mirror images (as eval_LFW.py --flip)
+figure = True                                    # show the two faces side by side; False: distance only, faster
 figure_path = "img/result.png"                   # where the figure goes when there is no display
+precision = "fp32"                               # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
+onnx_path = ""                                   # an ONNX file from export.py: run it with onnxruntime instead
 #------------------------------------------------------------------
 import os
 import sys
 
 from PIL import Image
 
-from facenet import Facenet
+from facenet import Facenet, facenet_kwargs
+from utils import identify
 from utils.checkpoint import figure_extensions
 from utils.config import UserError, check_output_file, configure, run_main, settings_of
 from utils.image import ImageError
@@ -58,15 +69,20 @@ def compare(model: Facenet, image_1, image_2) -> None:
     comparison, shown = model._compare(image_1, image_2)
     if comparison.warning:
         print(f"warning: {comparison.warning}")
-    model.show(comparison, shown)
+    if model.figure:
+        model.show(comparison, shown)
     print(f"Distance: {comparison.distance:.3f} -> {comparison.verdict} (threshold {model.threshold:.3f})")
 
 
 def main(paths: list[str]) -> None:
+    """Verify the pair in ``paths`` (or pairs typed in), or hand the identify and dir modes to utils.identify."""
+    if figure:
+        check_output_file("figure_path", figure_path, figure_extensions())
+    if mode != "verify":
+        return identify.run(mode, paths, settings_of(globals()), user_path)
     if len(paths) == 1:
         raise UserError("give two image files to compare, or none to be asked for them")
-    check_output_file("figure_path", figure_path, figure_extensions())
-    model = Facenet(**settings_of(globals()), verbose=True)
+    model = Facenet(**facenet_kwargs(settings_of(globals())), verbose=True)
     if paths:
         compare(model, *map(user_path, paths))
         return

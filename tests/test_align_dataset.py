@@ -187,7 +187,7 @@ def test_a_filled_folder_of_unknown_origin_is_refused(nested, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--image_size", "0"], "--image_size must be from 16 to 4096"),
     (["--margin", "-1"], "--margin must be from 0 to 159"),
-    (["--num_workers", "-1"], "--num_workers must be from 1 to 256"),
+    (["--num_workers", "-1"], "--num_workers must be auto or a whole number"),
     (["--min_face_size", "0"], "--min_face_size must be from 10 to 10000"),
     (["--thresholds", "0.6,0.7,1.5"], "--thresholds must be from 0 to 1"),
     (["--jpeg_quality", "0"], "--jpeg_quality must be from 1 to 100"),

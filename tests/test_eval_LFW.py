@@ -59,6 +59,16 @@ def test_fold_subset_and_flip(tmp_path, weights):
 
 
 @pytest.mark.slow
+def test_bf16_and_automatic_workers(tmp_path, weights):
+    done = run_eval(tmp_path, weights, "--precision", "bf16", "--num_workers", "auto")
+    assert done.returncode == 0, done.stderr
+    assert "cpu bf16" in done.stdout and "(auto)" in done.stdout
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["precision"] == "bf16" and isinstance(report["workers"], int)
+    assert report["settings"]["num_workers"] == "auto"
+
+
+@pytest.mark.slow
 def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
     model = Facenet("mobilenet", mode="predict")
     torch.nn.init.zeros_(model.Bottleneck.weight)  # every face gets the same embedding
@@ -76,11 +86,15 @@ def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
     (("--lfw_pairs_path", "no_pairs.txt"), "no such pairs file"),
     (("--folds", "11"), "do not exist"),
     (("--batch_size", "0"), "--batch_size must be at least 1"),
-    (("--num_workers", "-1"), "--num_workers must be from 0 to 64"),
     (("--input_shape", "0,0,3"), "--input_shape must be height,width,3"),
     (("--backbone", "resnet"), "--backbone must be one of"),
     (("--png_save_path", "roc.xyz"), "must end in one of"),
     (("--json_save_path", "tests"), "is a folder"),
+    (("--precision", "fp64"), "--precision must be fp32, bf16 or fp16"),
+    pytest.param(("--precision", "fp16"), "needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
+    (("--num_workers", "many"), "--num_workers must be auto or a whole number"),
+    (("--num_workers", "-1"), "--num_workers must be auto or a whole number"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, weights, change, words):
     done = run_eval(tmp_path, weights, *change)

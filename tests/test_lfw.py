@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import FIXTURES, ROOT, SHARED, requires_shared
 from nets.facenet import Facenet
 from utils.image import ImageError, open_rgb, preprocess
-from utils.embedding import inference_copy
+from utils.runtime import inference_copy
 from utils.lfw import PairsError, embed_paths, evaluate_lfw, load_pairs, parse_folds
 
 LFW = os.path.join(FIXTURES, "lfw")

@@ -1,4 +1,6 @@
 """predict.py as a user runs it: arguments, the interactive loop, bad inputs, exit codes, no tracebacks."""
+import csv
+import io
 import json
 import os
 import runpy
@@ -7,11 +9,17 @@ import signal
 import subprocess
 import sys
 
+import matplotlib
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ROOT
 from test_facenet import SAMPLES, THRESHOLD, bad_files, make_weights, odd_images, png_header
+from test_gallery import NO_FACE, STRANGER, face_files, group_photo, make_known
+from utils import gallery as galleries
+from utils.identify import CSV_COLUMNS
 
 PREDICT = os.path.join(ROOT, "predict.py")
 
@@ -98,6 +106,27 @@ def test_ctrl_c_at_the_prompt_leaves_cleanly(workdir):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0
     assert stderr.decode() == ""
+
+
+@pytest.mark.parametrize("change, words", [
+    (("--precision", "bf32"), "--precision must be fp32, bf16 or fp16"),
+    pytest.param(("--precision", "fp16"), "needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
+    (("--onnx_path", "absent.onnx"), "absent.onnx: no such ONNX file"),
+])
+def test_precision_and_onnx_settings_that_cannot_work_exit_2(workdir, change, words):
+    result = run([*SAMPLES[:2], *options(workdir), *change])
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert words in line
+
+
+@pytest.mark.slow
+def test_bf16_without_figure(workdir):
+    result = run([*SAMPLES[:2], *options(workdir), "--precision", "bf16", "--figure", "False"])
+    assert result.returncode == 0, result.stderr
+    assert "precision        bf16" in result.stdout and "Distance: " in result.stdout
+    assert "figure saved" not in result.stdout
 
 
 @pytest.mark.parametrize("case", ["a_directory.jpg", "text.jpg", "truncated.jpg", "empty.jpg", "one_argument",
@@ -205,3 +234,139 @@ def test_help_prints_the_settings_block_and_exits_0(monkeypatch, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert 'align = "auto"' in out and "# auto: align raw photos" in out and "Compare two face images" in out
+
+
+# --- identify and dir modes ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """A gallery folder of three people, its gallery file path, and a photo of two of them and a stranger."""
+    directory = tmp_path_factory.mktemp("identify")
+    root = make_known(str(directory))
+    photos = directory / "photos"
+    photos.mkdir()
+    group_photo(str(photos / "group.jpg"), [face_files("celeba_7201")[0], STRANGER, face_files("celeba_7203")[0]])
+    shutil.copy(NO_FACE, photos / "wall.jpg")
+    (photos / "notes.jpg").write_text("not a picture")
+    return {"root": root, "gallery": str(directory / "gallery.npz"), "photos": photos, "dir": directory}
+
+
+def identify_options(known) -> list[str]:
+    return ["--gallery_dir", known["root"], "--gallery_path", known["gallery"], "--cuda", "False",
+            "--figure_path", str(known["dir"] / "figure.png"), "--threshold", "0.6"]
+
+
+@pytest.mark.slow
+def test_identify_prints_every_face_and_saves_the_figure(known):
+    result = run(["--mode", "identify", str(known["photos"] / "group.jpg"), *identify_options(known)])
+    assert result.returncode == 0, result.stderr
+    assert error_lines(result.stderr) == []
+    assert "gallery: 6 images of 3 people" in result.stdout and "3 face(s)" in result.stdout
+    faces = [line for line in result.stdout.splitlines() if line.startswith("  face ")]
+    assert len(faces) == 3
+    assert "-> celeba_7201 (distance" in faces[0] and "-> unknown (nearest" in faces[1]
+    assert "-> celeba_7203 (distance" in faces[2]
+    assert (known["dir"] / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_dir_mode_writes_one_row_per_face(known):
+    table = known["dir"] / "out.csv"
+    result = run(["--mode", "dir", "--dir_path", str(known["photos"]), "--csv_path", str(table),
+                  *identify_options(known)])
+    assert result.returncode == 0, result.stderr
+    assert error_lines(result.stderr) == []
+    assert "3 photos, 3 faces (2 named, 1 unknown), 1 without a face, 1 unreadable" in result.stdout
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert [(r["file"], r["name"]) for r in rows] == [
+        ("group.jpg", "celeba_7201"), ("group.jpg", "unknown"), ("group.jpg", "celeba_7203"),
+        ("notes.jpg", "unreadable"), ("wall.jpg", "no face")]
+    assert all(int(r["left"]) < int(r["right"]) and int(r["top"]) < int(r["bottom"]) for r in rows[:3])
+    assert float(rows[0]["distance"]) < 0.6 < float(rows[1]["distance"])
+    assert rows[4]["left"] == rows[4]["distance"] == "" and "not an image" in rows[3]["note"]
+
+
+def fake_gallery(gallery_dir: str, path: str) -> None:
+    """A gallery file of ``gallery_dir`` as if built with other weights."""
+    galleries.save(galleries.Gallery(os.path.realpath(gallery_dir), {"weights_sha256": "0" * 64}, ["a.jpg"], ["a"],
+                                     [1], [1], np.ones((1, 128), np.float32)), path)
+
+
+@pytest.mark.slow
+def test_gallery_of_other_weights_exits_2_with_one_line(known, tmp_path):
+    options = identify_options(known)
+    options[options.index("--gallery_path") + 1] = path = str(tmp_path / "other.npz")
+    fake_gallery(known["root"], path)
+    result = run(["--mode", "identify", str(known["photos"] / "group.jpg"), *options])
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert "built with other weights" in line and path in line
+
+
+@pytest.mark.parametrize("case", ["empty_gallery", "faceless_gallery", "missing_gallery", "duplicate_names",
+                                  "other_weights", "unreadable_gallery_file", "no_face_photo", "unreadable_photo",
+                                  "two_photos", "bad_mode", "missing_dir"])
+def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, case):
+    """In-process like test_each_bad_argument_exits_2; the subprocess test above covers one case for real."""
+    gallery_dir, gallery_path, photo = known["root"], str(tmp_path / "g.npz"), str(known["photos"] / "group.jpg")
+    mode, extra = "identify", []
+    if case == "empty_gallery":
+        gallery_dir = str(tmp_path / "empty")
+        os.mkdir(gallery_dir)
+    elif case == "faceless_gallery":
+        gallery_dir = str(tmp_path / "faceless")
+        os.mkdir(gallery_dir)
+        shutil.copy(NO_FACE, os.path.join(gallery_dir, "wall_1.jpg"))
+    elif case == "missing_gallery":
+        gallery_dir = str(tmp_path / "nobody")
+    elif case == "duplicate_names":
+        gallery_dir = str(tmp_path / "dup")
+        shutil.copytree(known["root"], gallery_dir)
+        shutil.copy(face_files("celeba_7204")[0], os.path.join(gallery_dir, "CELEBA_7201_9.jpg"))
+    elif case == "other_weights":
+        fake_gallery(gallery_dir, gallery_path)
+    elif case == "unreadable_gallery_file":
+        with open(gallery_path, "wb") as handle:
+            handle.write(b"\x00" * 100)
+    elif case == "no_face_photo":
+        photo = str(known["photos"] / "wall.jpg")
+    elif case == "unreadable_photo":
+        photo = str(known["photos"] / "notes.jpg")
+    elif case == "two_photos":
+        extra = [photo]
+    elif case == "bad_mode":
+        mode = "recognise"
+    elif case == "missing_dir":
+        mode, photo, extra = "dir", None, ["--dir_path", str(tmp_path / "none"), "--csv_path", str(tmp_path / "o.csv")]
+    args = ["--mode", mode, "--gallery_dir", gallery_dir, "--gallery_path", gallery_path, "--cuda", "False", *extra]
+    monkeypatch.setattr(sys, "argv", [PREDICT, *args, *([photo] if photo else [])])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(PREDICT, run_name="__main__")
+    assert info.value.code == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    expected = {"empty_gallery": "empty gallery: no images", "faceless_gallery": "empty gallery: no usable face",
+                "missing_gallery": "no such gallery folder", "duplicate_names": "differ only in case or spaces",
+                "other_weights": "built with other weights", "unreadable_gallery_file": "not a readable gallery file",
+                "no_face_photo": "wall.jpg: no face found", "unreadable_photo": "notes.jpg: not an image file",
+                "two_photos": "identify takes one photo", "bad_mode": "--mode must be one of verify, identify, dir",
+                "missing_dir": "no such folder of photos"}
+    assert expected[case] in line
+
+
+def test_identify_asks_for_photos_until_end_of_input(known, tmp_path, monkeypatch, capsys):
+    matplotlib.use("Agg")
+    typed = [str(known["photos"] / "notes.jpg"), "", str(known["photos"] / "wall.jpg"),
+             f'"{known["photos"] / "group.jpg"}"']
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(typed) + "\n"))
+    monkeypatch.setattr(sys, "argv", [PREDICT, "--mode", "identify", *identify_options(known),
+                                      "--figure_path", str(tmp_path / "figure.png")])
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(PREDICT, run_name="__main__")
+    out, err = capsys.readouterr()
+    errors = error_lines(err)
+    assert len(errors) == 3 and "notes.jpg" in errors[0] and "wall.jpg: no face found" in errors[2]
+    assert out.count("Input image filename:") == 5 and out.count("  face ") == 3
+    assert (tmp_path / "figure.png").is_file()

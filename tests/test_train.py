@@ -141,7 +141,7 @@ def test_resume_ends_with_the_same_weights(data, tmp_path, monkeypatch):
     whole, part = tmp_path / "whole", tmp_path / "part"
     train.train(config(Epoch=3, save_dir=str(whole)))
     train.train(config(Epoch=3, run_epochs=1, save_dir=str(part)))
-    assert [f[:5] for f in os.listdir(part) if f.startswith("ep")] == ["ep001"]
+    assert [f[:5] for f in os.listdir(part) if f.startswith("ep") and f.endswith(".pth")] == ["ep001"]
     train.train(config(Epoch=3, save_dir=str(part), resume=str(part / "last_checkpoint.pth")))
     a = torch.load(whole / "last_epoch_weights.pth", weights_only=True)
     b = torch.load(part / "last_epoch_weights.pth", weights_only=True)

@@ -11,6 +11,7 @@ backbone, the input_shape it was trained at and, once measured by eval_LFW.py, t
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -321,18 +322,35 @@ def model_settings(weights_path: str, backbone: str | None = None, input_shape: 
     elif known and list(input_shape) != known:
         messages.append(f"warning: --input_shape {fmt_shape(input_shape)} contradicts {where}, where the weights "
                         f"were trained at {fmt_shape(known)}; using {fmt_shape(input_shape)}")
-    source = "setting"
+    threshold, source, notes = threshold_setting(info, where, threshold)
+    messages += notes
+    return ModelSettings(backbone, list(input_shape), threshold, source, messages)
+
+
+def threshold_setting(info: dict, where: str, threshold: float | None) -> tuple[float | None, str, list[str]]:
+    """The threshold to use: the given one (checked), else the one of ``info`` (the JSON at ``where``),
+    else None; with its source ("setting", ``where`` or "none") and a note when the given one replaces
+    a measured one."""
     if threshold is not None:
         threshold = check_threshold(threshold, "--threshold")
         if "threshold" in info and abs(info["threshold"] - threshold) > 1e-9:
-            messages.append(f"note: --threshold {threshold:g} replaces {info['threshold']:.4f} measured in {where}")
-    elif "threshold" in info:
-        threshold, source = info["threshold"], where
-    else:
-        source = "none"
-    return ModelSettings(backbone, list(input_shape), threshold, source, messages)
+            return threshold, "setting", [f"note: --threshold {threshold:g} replaces {info['threshold']:.4f} "
+                                          f"measured in {where}"]
+        return threshold, "setting", []
+    if "threshold" in info:
+        return info["threshold"], where, []
+    return None, "none", []
 
 
 def fmt_shape(shape: Sequence[int]) -> str:
     """[112, 112, 3] -> '112,112,3', the way it is given on the command line."""
     return ",".join(map(str, shape))
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks: identifies weights across copies and renames."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -26,6 +26,16 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def list_images(root: str) -> list[str]:
+    """Image files under ``root`` as sorted relative paths, leaving out hidden files and folders."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(folder, f), root) for f in files
+                  if is_image_file(f) and not f.startswith(".")]
+    return sorted(found)
+
+
 def open_rgb(path: str) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB image with its EXIF orientation applied."""
     if not os.path.exists(path):

@@ -2,7 +2,7 @@
 
 ``eval_LFW.py`` and ``train.py`` (between epochs) both call ``evaluate_lfw``. Each distinct image
 of the pairs is decoded and embedded once (7,701 images for the 6,000 official pairs), in batches,
-by ``utils.embedding.embed_batch``: the function facenet.py uses, so that a threshold measured here
+by ``utils.runtime.embed_batch``: the function facenet.py uses, so that a threshold measured here
 is applied by the same code there.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from tqdm import tqdm
 from utils import verification
 from utils.checkpoint import save_figure
 from utils.config import UserError
-from utils.embedding import embed_batch, inference_copy
 from utils.image import ImageError, open_rgb, preprocess
+from utils.runtime import embed_batch, inference_copy, network_threads
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -158,8 +158,9 @@ class ImageList(Dataset):
 
 def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], letterbox: bool,
                 batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
-                progress: bool = True) -> np.ndarray:
-    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed by ``embed_batch``.
+                progress: bool = True, precision: str = "fp32") -> np.ndarray:
+    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed by ``embed_batch``
+    at ``precision``.
 
     ``batch_size`` images are decoded together. ``model`` itself is left as it was (an eval-mode copy
     with batch-norm folded runs).
@@ -173,10 +174,8 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
     chunks = []
     threads = torch.get_num_threads()
     if device.type == "cpu" and num_workers:
-        # Leave the decoding workers their cores: with more busy threads than cores, the network's
-        # threads wait on each other at every layer (measured 3.5x slower on a shared 2-core machine).
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, min(threads, cores - num_workers)))
+        # Leave the decoding workers their cores (measured 3.5x slower on a shared 2-core machine otherwise).
+        torch.set_num_threads(network_threads(num_workers))
     try:
         with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="embedding", disable=not progress,
                                           leave=False) as bar:
@@ -184,7 +183,7 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
                 failed = [e for e in errors if e]
                 if failed:
                     raise ImageError(failed[0])
-                chunks.append(embed_batch(net, images, device, flip=flip))
+                chunks.append(embed_batch(net, images, device, flip=flip, precision=precision))
                 bar.update(len(images))
     finally:
         torch.set_num_threads(threads)
@@ -193,7 +192,7 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
 
 def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], letterbox: bool,
                  batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, precision: str = "fp32") -> dict:
     """Embed the images of ``pairs`` and return ``verification.evaluate`` on their distances.
 
     The distance is the Euclidean distance between L2-normalised embeddings (0..2), the one
@@ -201,11 +200,12 @@ def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], lett
     """
     start = time.perf_counter()
     embeddings = embed_paths(model, pairs.paths, input_shape, letterbox, batch_size, device, flip=flip,
-                             num_workers=num_workers, progress=progress).astype(np.float64)
+                             num_workers=num_workers, progress=progress,
+                             precision=precision).astype(np.float64)
     seconds = time.perf_counter() - start
     distances = np.linalg.norm(embeddings[pairs.left] - embeddings[pairs.right], axis=1)
     result = verification.evaluate(distances, pairs.issame, pairs.fold)
-    result.update(distance="euclidean between L2-normalised embeddings", flip=flip,
+    result.update(distance="euclidean between L2-normalised embeddings", flip=flip, precision=precision,
                   num_images=len(pairs.paths), embed_seconds=seconds,
                   images_per_second=len(pairs.paths) / seconds)
     return result
