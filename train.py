@@ -56,7 +56,8 @@ augment = False                 # light augmentation (scale, shift, rotation, co
 val_split = 0.01                # share of images held out for the validation loss
 save_period = 1                 # write ep*.pth every save_period epochs
 save_dir = "logs"
-num_workers = 4                 # data-loading processes (0 = load in the training process)
+num_workers = "auto"            # data-loading processes (0 = in the training process); auto: as many as fit
+                                # beside the network (0 on a 2-core CPU, see utils/runtime.default_workers)
 lfw_eval_flag = True            # LFW verification accuracy after every epoch
 lfw_dir_path = "lfw"
 lfw_pairs_path = "model_data/lfw_pair.txt"
@@ -81,6 +82,7 @@ from utils.dataloader import (FaceDataset, PersonIndex, PKBatchSampler, TripletB
                               ValidationBatchSampler, check_trainable, collate, read_annotation,
                               split_train_val, validation_triplets)
 from utils.distill import teacher_for
+from utils.runtime import network_threads, resolve_workers
 from utils.training import (Criterion, History, Precision, TrainingError, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
@@ -95,7 +97,8 @@ def check_settings(cfg: dict, world: int) -> None:
     for name, allowed in choices.items():
         if cfg[name] not in allowed:
             raise TrainingError(f"--{name} must be one of {', '.join(allowed)}, not {cfg[name]!r}")
-    for name, low in (("batch_size", 1), ("Epoch", 1), ("Init_Epoch", 0), ("run_epochs", 0), ("num_workers", 0),
+    resolve_workers(cfg["num_workers"], cuda=False)
+    for name, low in (("batch_size", 1), ("Epoch", 1), ("Init_Epoch", 0), ("run_epochs", 0),
                       ("images_per_person", 2), ("save_period", 1), ("margin", 0), ("triplet_weight", 0),
                       ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0), ("tail_ratio", 0),
                       ("distill_weight", 0), ("distill_pair_weight", 0), ("cls_scale", 0), ("cls_margin", 0)):
@@ -188,8 +191,7 @@ def read_checkpoint(path: str) -> dict:
     return checkpoint
 
 
-def make_loader(dataset: FaceDataset, batch_sampler, cfg: dict, cuda: bool) -> DataLoader:
-    workers = cfg["num_workers"]
+def make_loader(dataset: FaceDataset, batch_sampler, cfg: dict, workers: int, cuda: bool) -> DataLoader:
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=cuda, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(cfg["seed"]))
@@ -197,8 +199,9 @@ def make_loader(dataset: FaceDataset, batch_sampler, cfg: dict, cuda: bool) -> D
 
 # Settings a resumed run may change: where things are and how long it goes on. The others define the
 # run (model, data, losses, optimiser); changing them mid-run cannot continue the same run.
-RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir", "annotation_path",
-                      "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path", "lfw_folds", "resume")
+RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
+                      "annotation_path", "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path", "lfw_folds",
+                      "resume")
 
 
 def resumed_settings(saved: dict, cfg: dict, given: set[str] | None) -> dict:
@@ -239,6 +242,7 @@ class Session:
     world: int
     device: torch.device
     channels_last: bool
+    workers: int                    # data-loading processes (num_workers resolved)
     num_classes: int
     model: Facenet                  # the module whose weights are saved
     model_train: torch.nn.Module    # the one that is stepped (DDP / SyncBN wrapper or the model)
@@ -323,13 +327,16 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
     else:
         batches = TripletBatchSampler(train_index, per_rank, num_batches, cfg["seed"], rank, world)
     cuda = device.type == "cuda"
-    loader = make_loader(dataset, batches, cfg, cuda)
+    workers = resolve_workers(cfg["num_workers"], cuda)
+    if not cuda and workers:
+        torch.set_num_threads(network_threads(workers))
+    loader = make_loader(dataset, batches, cfg, workers, cuda)
     val_rows = validation_triplets(dataset.index, val_idx, annotation.labels, cfg["seed"])
-    val_loader = make_loader(dataset, ValidationBatchSampler(val_rows, per_rank, rank, world), cfg, cuda) \
-        if len(val_rows) else None
+    val_batches = ValidationBatchSampler(val_rows, per_rank, rank, world)
+    val_loader = make_loader(dataset, val_batches, cfg, workers, cuda) if len(val_rows) else None
     if val_loader is None:
         log("note: no validation triplets (val_split too small for this dataset); val_loss is nan")
-    return Session(cfg, rank, world, device, channels_last, annotation.num_classes, model, model_train,
+    return Session(cfg, rank, world, device, channels_last, workers, annotation.num_classes, model, model_train,
                    optimizer, lr_at, precision, criterion, batches, loader, val_loader, lfw_pairs)
 
 
@@ -370,7 +377,7 @@ def fit(run: Session, start: int, best: dict | None, history: History | None) ->
             from utils.lfw import evaluate_lfw
             run.model.eval()
             lfw = evaluate_lfw(run.model, run.lfw_pairs, cfg["input_shape"], cfg["letterbox_image"],
-                               cfg["batch_size"], run.device, num_workers=cfg["num_workers"], progress=True)
+                               cfg["batch_size"], run.device, num_workers=run.workers, progress=True)
             if lfw.get("warning"):
                 print(f"LFW: {lfw['warning']}")
         states = [rng_state()]
