@@ -85,7 +85,8 @@ def test_pk_sampler_with_mining_and_augmentation_trains(data, tmp_path):
                  "3", "--mining", "semihard", "--augment", "True", "--lfw_eval_flag", "False",
                  "--lr_decay_type", "cos", "--optimizer_type", "sgd", "--Init_lr", "1e-2")
     assert "Epoch 2/2: loss" in result.stdout
-    assert [f[:10] for f in sorted(os.listdir(tmp_path)) if f.startswith("ep")] == ["ep001-loss", "ep002-loss"]
+    weights = [f[:10] for f in sorted(os.listdir(tmp_path)) if f.startswith("ep") and f.endswith(".pth")]
+    assert weights == ["ep001-loss", "ep002-loss"]
 
 
 def fake_teacher(data, path, skip: int = 0) -> str:
