@@ -56,10 +56,11 @@ def start_worker(folder: str) -> None:
                dlib.face_recognition_model_v1(os.path.join(folder, RECOGNITION_FILE)))
 
 
-def describe(job: tuple[list[str], float]) -> tuple[np.ndarray, list[str]]:
-    """Descriptors (n, 2, 128) of the images and of their mirrors; NaN rows and a reason for failures."""
+def describe(job: tuple[list[str], float, bool]) -> tuple[np.ndarray, list[str]]:
+    """Descriptors (n, views, 128) of the images (and of their mirrors when ``mirrors``: views 2, else 1);
+    NaN rows and a reason for failures."""
     import dlib
-    paths, ratio = job
+    paths, ratio, mirrors = job
     landmarks, recognition = _models
     chips, failed = [], []
     for path in paths:
@@ -70,15 +71,18 @@ def describe(job: tuple[list[str], float]) -> tuple[np.ndarray, list[str]]:
             chips.append(None)
             continue
         h, w = image.shape[:2]
-        box = dlib.rectangle(int(w * ratio / 2), int(h * ratio / 2), int(w * (1 - ratio / 2)), int(h * (1 - ratio / 2)))
+        box = dlib.rectangle(int(w * ratio / 2), int(h * ratio / 2),
+                             int(w * (1 - ratio / 2)), int(h * (1 - ratio / 2)))
         chips.append(dlib.get_face_chip(image, landmarks(image, box), size=150, padding=0.25))
         failed.append("")
     good = [c for c in chips if c is not None]
-    out = np.full((len(paths), 2, 128), np.nan, np.float32)
+    views = 2 if mirrors else 1
+    out = np.full((len(paths), views, 128), np.nan, np.float32)
     if good:
-        both = recognition.compute_face_descriptor(good + [np.ascontiguousarray(c[:, ::-1]) for c in good])
-        both = np.asarray(both, np.float32).reshape(2, len(good), 128).transpose(1, 0, 2)
-        out[[i for i, c in enumerate(chips) if c is not None]] = both
+        flipped = [np.ascontiguousarray(c[:, ::-1]) for c in good] if mirrors else []
+        found = recognition.compute_face_descriptor(good + flipped)
+        found = np.asarray(found, np.float32).reshape(views, len(good), 128).transpose(1, 0, 2)
+        out[[i for i, c in enumerate(chips) if c is not None]] = found
     return out, failed
 
 
@@ -106,7 +110,7 @@ def main() -> None:
     bar = tqdm(total=len(todo), desc="teacher", unit="img")
     since = 0
     with get_context("spawn").Pool(max(1, num_workers), start_worker, (folder,)) as pool:
-        results = pool.imap(describe, [([annotation.paths[i] for i in c], margin_ratio) for c in chunks])
+        results = pool.imap(describe, [([annotation.paths[i] for i in c], margin_ratio, True) for c in chunks])
         for chunk, (vectors, failed) in zip(chunks, results):
             for i, vector, reason in zip(chunk, vectors, failed):
                 if reason:

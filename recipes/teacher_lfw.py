@@ -32,7 +32,7 @@ def main() -> None:
     folder = find_models(models_dir)
     chunks = [pairs.paths[s:s + 32] for s in range(0, len(pairs.paths), 32)]
     with get_context("spawn").Pool(max(1, num_workers), start_worker, (folder,)) as pool:
-        results = pool.map(describe, [(chunk, margin_ratio) for chunk in chunks])
+        results = pool.map(describe, [(chunk, margin_ratio, False) for chunk in chunks])
     failed = [reason for _, reasons in results for reason in reasons if reason]
     if failed:
         fail(f"the teacher could not read {len(failed)} images (first: {failed[0]})")

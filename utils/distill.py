@@ -13,6 +13,7 @@ have cosine about 0 and the whole sphere carries identity, as in the student's o
 """
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.checkpoint import write_bytes_atomic
 from utils.config import UserError
 
 
@@ -35,10 +37,6 @@ def teacher_key(path: str, annotation_path: str) -> str:
 
 def save_teacher(path: str, keys: list[str], embeddings: np.ndarray, missing: list[str]) -> None:
     """Write the teacher file atomically (temp file, then ``os.replace``)."""
-    import io
-
-    from utils.checkpoint import write_bytes_atomic
-
     buffer = io.BytesIO()
     np.savez(buffer, keys=np.asarray(keys, dtype=str), embeddings=np.asarray(embeddings, dtype=np.float32),
              missing=np.asarray(missing, dtype=str))
