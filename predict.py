@@ -32,7 +32,6 @@ import sys
 from PIL import Image
 
 from facenet import Facenet, facenet_kwargs
-from utils import identify
 from utils.checkpoint import figure_extensions
 from utils.config import UserError, check_output_file, configure, run_main, settings_of
 from utils.image import ImageError
@@ -79,6 +78,7 @@ def main(paths: list[str]) -> None:
     if figure:
         check_output_file("figure_path", figure_path, figure_extensions())
     if mode != "verify":
+        from utils import identify  # here: it imports the detector, which --align False never needs
         return identify.run(mode, paths, settings_of(globals()), user_path)
     if len(paths) == 1:
         raise UserError("give two image files to compare, or none to be asked for them")

@@ -15,8 +15,9 @@ Cuda = True                     # use the GPU when there is one (falls back to t
 seed = 11                       # model init, triplet sampling, augmentation and the validation split
 distributed = False             # True under torchrun: one process per GPU (nccl) or per CPU worker (gloo)
 sync_bn = False                 # synchronise BatchNorm across GPUs when distributed
-fp16 = False                    # float16 mixed precision (CUDA only)
-bf16 = False                    # bfloat16 autocast (CPU with AVX512-BF16 / AMX, or CUDA)
+precision = "auto"              # auto | fp32 | bf16 | fp16 (CUDA): autocast of the backbone; the head, losses and
+                                # optimizer stay float32. auto: bf16 on a CPU with bfloat16 arithmetic, else fp32
+compile = False                 # torch.compile the training step's model (a one-off compile of about a minute)
 annotation_path = "cls_train.txt"
 input_shape = [160, 160, 3]     # height, width, channels
 backbone = "mobilenet"          # mobilenet | inception_resnetv1
@@ -79,10 +80,10 @@ from nets.facenet import Facenet
 from utils.checkpoint import load_weights, save_atomic, write_weights_info
 from utils.config import configure, print_settings, run_main, settings_of
 from utils.dataloader import (FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
-                              ValidationBatchSampler, check_trainable, collate, read_annotation,
-                              split_train_val, validation_triplets)
+                              ThreadedLoader, ValidationBatchSampler, check_trainable, make_loader,
+                              read_annotation, split_train_val, validation_triplets)
 from utils.distill import teacher_for
-from utils.runtime import network_threads, resolve_workers
+from utils.runtime import network_threads, resolve_workers, training_precision
 from utils.training import (Criterion, History, Precision, TrainingError, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
@@ -191,17 +192,11 @@ def read_checkpoint(path: str) -> dict:
     return checkpoint
 
 
-def make_loader(dataset: FaceDataset, batch_sampler, cfg: dict, workers: int, cuda: bool) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=cuda, persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(cfg["seed"]))
-
-
 # Settings a resumed run may change: where things are and how long it goes on. The others define the
 # run (model, data, losses, optimiser); changing them mid-run cannot continue the same run.
 RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
                       "annotation_path", "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path", "lfw_folds",
-                      "resume")
+                      "compile", "resume")
 
 
 def resumed_settings(saved: dict, cfg: dict, given: set[str] | None) -> dict:
@@ -251,8 +246,8 @@ class Session:
     precision: Precision
     criterion: Criterion
     batches: object
-    loader: DataLoader
-    val_loader: DataLoader | None
+    loader: DataLoader | ThreadedLoader
+    val_loader: DataLoader | ThreadedLoader | None
     lfw_pairs: object
 
     @property
@@ -270,6 +265,7 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
     main_rank = rank == 0
     log = print if main_rank else (lambda *args, **kwargs: None)
     check_settings(cfg, world)
+    precision_name = training_precision(cfg["precision"], device)
 
     annotation = read_annotation(cfg["annotation_path"])
     train_idx, val_idx = split_train_val(len(annotation.paths), cfg["val_split"], cfg["seed"])
@@ -285,7 +281,8 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
     num_batches, per_rank = len(train_idx) // cfg["batch_size"], cfg["batch_size"] // world
     log(f"Data: {annotation.num_classes} classes, {len(train_idx)} training images "
         f"({len(train_index.anchor_slots)} people with 2+ images), {len(val_idx)} held out; "
-        f"{num_batches} steps of {cfg['batch_size']} images per epoch on {world} process(es), device {device}")
+        f"{num_batches} steps of {cfg['batch_size']} images per epoch on {world} process(es), device {device}, "
+        f"precision {precision_name}")
 
     seed_everything(cfg["seed"] + rank)
     model = build_model(cfg, annotation.num_classes, checkpoint, verbose=main_rank)
@@ -300,6 +297,8 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
         model_train = torch.nn.parallel.DistributedDataParallel(
             model_train, device_ids=[local_rank] if device.type == "cuda" else None)
     model = model_train.module if world > 1 else model_train
+    if cfg["compile"]:
+        model_train = torch.compile(model_train)
 
     init_lr, min_lr = fit_lr(cfg["batch_size"], cfg["Init_lr"], cfg["Min_lr"], cfg["optimizer_type"])
     if init_lr != cfg["Init_lr"]:
@@ -309,13 +308,7 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
                                cfg["weight_decay"])
     lr_at = lr_scheduler(cfg["lr_decay_type"], init_lr, min_lr, cfg["Epoch"],
                          warmup_iters_ratio=cfg["warmup_ratio"], no_aug_iter_ratio=cfg["tail_ratio"])
-    precision = Precision()
-    if cfg["fp16"] and device.type == "cuda":
-        precision = Precision(torch.float16, torch.amp.GradScaler("cuda"))
-    elif cfg["bf16"]:
-        precision = Precision(torch.bfloat16)
-    elif cfg["fp16"]:
-        log("note: fp16 needs CUDA; training in float32 (on a CPU with bfloat16 support use --bf16 True)")
+    precision = Precision.named(precision_name)
     criterion = Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"],
                           cfg["classifier_loss"], cfg["cls_scale"], cfg["cls_margin"], teacher,
                           cfg["distill_weight"], cfg["distill_pair_weight"])
@@ -330,10 +323,10 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
     workers = resolve_workers(cfg["num_workers"], cuda)
     if not cuda and workers:
         torch.set_num_threads(network_threads(workers))
-    loader = make_loader(dataset, batches, cfg, workers, cuda)
+    loader = make_loader(dataset, batches, workers, cuda, cfg["seed"])
     val_rows = validation_triplets(dataset.index, val_idx, annotation.labels, cfg["seed"])
     val_batches = ValidationBatchSampler(val_rows, per_rank, rank, world)
-    val_loader = make_loader(dataset, val_batches, cfg, workers, cuda) if len(val_rows) else None
+    val_loader = make_loader(dataset, val_batches, workers, cuda, cfg["seed"]) if len(val_rows) else None
     if val_loader is None:
         log("note: no validation triplets (val_split too small for this dataset); val_loss is nan")
     return Session(cfg, rank, world, device, channels_last, workers, annotation.num_classes, model, model_train,

@@ -4,10 +4,12 @@
     python benchmarks/bench_predict.py --repo /path/to/an/older/checkout   # the same measurement there
 
 Runs ``predict.py img/1_001.jpg img/1_002.jpg`` headless as a user does, ``runs`` times per mode
-(default; ``--figure False``; ``--onnx_path`` when the ONNX file exists), and prints the median wall time,
+(default; ``--figure False``; that and ``--align False``, which never builds the MTCNN detector; ``--onnx_path``
+when the ONNX file exists), and prints the median wall time,
 the median CPU time (user + system: on a machine shared with other jobs it varies much less than the wall
 time) and the peak resident memory of each. Then it times the phases in one fresh process: importing
-torch, importing the rest of facenet.py, building the model with its weights, the first and a second
+torch, importing the rest of facenet.py, importing torchvision.ops (the detector's NMS and crops; it pulls in
+torch._dynamo), building the model with its weights and the detector, the first and a second
 embedding of the two faces, and the figure. Modes that ``repo`` does not have are reported as failed.
 """
 #------- settings (edit here or override as --name value) -------
@@ -40,6 +42,8 @@ import torch
 mark()
 import facenet
 mark()
+import torchvision.ops
+mark()
 model = facenet.Facenet(figure_path=sys.argv[1])
 mark()
 model.embed(sys.argv[2:])
@@ -50,7 +54,8 @@ model.detect_image(*sys.argv[2:])
 mark()
 steps = [[b[0] - a[0], b[1] - a[1]] for a, b in zip(marks, marks[1:])]
 steps[-1] = [steps[-1][0] - steps[-2][0], steps[-1][1] - steps[-2][1]]
-names = ["import torch", "import facenet (the rest)", "model and weights", "first embedding of 2 faces",
+names = ["import torch", "import facenet (the rest)", "import torchvision.ops (MTCNN's NMS, crops)",
+         "model, weights and MTCNN", "first embedding of 2 faces",
          "second embedding", "figure (detect_image less an embedding)"]
 print(json.dumps(dict(zip(names, steps))))
 """
@@ -72,7 +77,8 @@ def main() -> None:
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     figure = os.path.join(tempfile.mkdtemp(), "result.png")
-    modes = {"default (figure saved)": [], "--figure False": ["--figure", "False"]}
+    modes = {"default (figure saved)": [], "--figure False": ["--figure", "False"],
+             "--figure False --align False": ["--figure", "False", "--align", "False"]}
     if os.path.isfile(os.path.join(root, onnx_path)):
         modes["--onnx_path (onnxruntime)"] = ["--onnx_path", onnx_path]
     print(f"{root}: python predict.py {' '.join(PAIR)}, {runs} runs per mode, {os.cpu_count()} CPUs, "
@@ -80,11 +86,11 @@ def main() -> None:
     for name, extra in modes.items():
         results = [timed_run([sys.executable, "predict.py", *PAIR, "--figure_path", figure, *extra], root, env)]
         if results[0][3] != 0:
-            print(f"  {name:<27} failed (exit status {results[0][3]}): not available in this checkout")
+            print(f"  {name:<30} failed (exit status {results[0][3]}): not available in this checkout")
             continue
         results += [timed_run([sys.executable, "predict.py", *PAIR, "--figure_path", figure, *extra], root, env)
                     for _ in range(runs - 1)]
-        print(f"  {name:<27} {statistics.median(r[0] for r in results):6.2f} s wall, "
+        print(f"  {name:<30} {statistics.median(r[0] for r in results):6.2f} s wall, "
               f"{statistics.median(r[1] for r in results):5.2f} s CPU, peak RSS {max(r[2] for r in results):.0f} MiB"
               f"  (wall of each run: {', '.join(f'{r[0]:.2f}' for r in results)})")
     done = subprocess.run([sys.executable, "-c", PHASES, figure, *PAIR], cwd=root, env=env, capture_output=True,

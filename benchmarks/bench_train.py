@@ -1,10 +1,13 @@
-"""Training speed: images/s of the model alone (forward + backward + Adam step on a fixed batch, float32
-channels-last and bfloat16 autocast), of the data loader alone, and of the whole pipeline (loader + step).
+"""Training speed: images/s of the model alone (forward + backward + Adam step on a fixed batch, channels-last,
+at each precision, optionally torch.compile'd), of the data loader alone, and of the whole pipeline (loader +
+step) at train.py's defaults (triplet sampler, batch 96, 160x160, loader processes "auto").
 
     python benchmarks/bench_train.py --datasets_path ../shared/data/celeba_subset
-    python benchmarks/bench_train.py --annotation_path cls_train.txt --iters 20 --num_workers 2
+    python benchmarks/bench_train.py --annotation_path cls_train.txt --iters 20 --compile True
 
 The pipeline should reach at least 80% of the model-alone figure: data loading must hide behind the step.
+Without loader processes (0 on a 2-core CPU) it is timed with and without train.py's loader thread.
+With ``compile`` the one-off compile time (the first step's time beyond a normal step's) is printed too.
 """
 #------- settings (edit here or override as --name value) -------
 annotation_path = "cls_train.txt"   # used when datasets_path is ""
@@ -12,8 +15,11 @@ datasets_path = ""                  # a datasets/<person>/<image> folder to anno
 backbone = "mobilenet"
 input_shape = [160, 160, 3]
 batch_size = 96
-sampler = "pk"                      # triplet | pk (with semihard mining)
-num_workers = 2
+sampler = "triplet"                 # triplet (train.py's default) | pk (with semihard mining)
+augment = False                     # light augmentation in the loader (train.py --augment)
+num_workers = "auto"                # loader processes, as train.py's num_workers
+precisions = "fp32,bf16"            # comma-separated: fp32, bf16 (fp16 needs CUDA)
+compile = False                     # also time torch.compile'd models
 iters = 10                          # timed steps per measurement
 warmup = 2                          # untimed steps first
 threads = 0                         # torch threads (0: torch's default)
@@ -26,13 +32,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from torch.utils.data import DataLoader
 
 from nets.facenet import Facenet
 from txt_annotation import annotate
-from utils.config import configure
-from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler, collate,
-                              read_annotation)
+from utils.config import configure, fail
+from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
+                              make_loader, read_annotation)
+from utils.runtime import SettingError, check_precision, network_threads, resolve_workers
 from utils.training import Criterion, Precision, make_optimizer, to_input
 
 
@@ -48,21 +54,36 @@ def step_fn(model, optimizer, criterion, precision):
     return step
 
 
-def timed(batches, step, count: int) -> float:
-    """Images per second of ``step`` over ``count`` batches after ``warmup`` untimed ones."""
-    for _ in range(warmup):
+def timed(batches, step, count: int) -> tuple[float, float]:
+    """(images per second of ``step`` over ``count`` batches, seconds of the first untimed step); ``warmup``
+    untimed batches come first."""
+    first = 0.0
+    for i in range(warmup):
+        began = time.perf_counter()
         step(*next(batches)[:2])
+        first = first or time.perf_counter() - began
     start, seen = time.perf_counter(), 0
     for _ in range(count):
         images, labels, _ = next(batches)
         step(images, labels)
         seen += len(labels)
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), first
+
+
+def make_step(num_classes: int, criterion: Criterion, name: str, compiled: bool):
+    torch.manual_seed(0)
+    model = Facenet(backbone, num_classes=num_classes).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.parameters(), "adam", 1e-4, 0.9, 0.0)
+    return step_fn(torch.compile(model) if compiled else model, optimizer, criterion, Precision.named(name))
 
 
 def main() -> None:
-    if threads:
-        torch.set_num_threads(threads)
+    try:
+        chosen = [check_precision(p.strip(), "cpu") for p in precisions.split(",")]
+        workers = resolve_workers(num_workers, cuda=False)
+    except SettingError as err:
+        fail(err)
+    torch.set_num_threads(threads or network_threads(workers))
     path = annotation_path
     if datasets_path:
         path = os.path.join(tempfile.mkdtemp(), "cls_train.txt")
@@ -70,7 +91,7 @@ def main() -> None:
     try:
         annotation = read_annotation(path)
     except AnnotationError as err:
-        sys.exit(f"error: {err} (or give --datasets_path DIR)")
+        fail(f"{err} (or give --datasets_path DIR)")
     index = PersonIndex(annotation.labels)
     steps = warmup + iters
     if sampler == "pk":
@@ -78,33 +99,33 @@ def main() -> None:
     else:
         batches = TripletBatchSampler(index, batch_size, steps * 4, seed=0)
     criterion = Criterion(mining="semihard" if sampler == "pk" else "none")
-    dataset = FaceDataset(annotation, input_shape, letterbox=True)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
-                        persistent_workers=num_workers > 0)
+    dataset = FaceDataset(annotation, input_shape, letterbox=True, augment=augment)
+    loader = make_loader(dataset, batches, workers, cuda=False, seed=0)
     print(f"{backbone} {input_shape[0]}x{input_shape[1]}, batch {batch_size}, sampler {sampler}, "
-          f"{torch.get_num_threads()} torch threads, {num_workers} workers, {iters} timed steps")
+          f"{torch.get_num_threads()} torch threads, {workers} loader processes ({num_workers}), {iters} timed "
+          f"steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
 
     fixed = next(iter(loader))
-    results = {}
-    for name, precision in (("fp32", Precision()), ("bf16", Precision(torch.bfloat16))):
-        torch.manual_seed(0)
-        model = Facenet(backbone, num_classes=annotation.num_classes).to(memory_format=torch.channels_last)
-        step = step_fn(model, make_optimizer(model.parameters(), "adam", 1e-4, 0.9, 0.0), criterion, precision)
-        results[name] = timed(iter(lambda: fixed, None), step, iters)
-        print(f"model alone, {name} channels_last: {results[name]:7.1f} img/s")
+    variants = [(name, False) for name in chosen] + ([(name, True) for name in chosen] if compile else [])
+    alone = {}
+    for name, compiled in variants:
+        label = name + (" compiled" if compiled else "")
+        alone[label], first = timed(iter(lambda: fixed, None), make_step(annotation.num_classes, criterion, name,
+                                                                         compiled), iters)
+        extra = f", compile {first - batch_size / alone[label]:.1f} s" if compiled else ""
+        print(f"model alone, {label:<14} {alone[label]:7.1f} img/s{extra}")
 
     stream = iter(loader)
     start = time.perf_counter()
     loaded = sum(len(next(stream)[1]) for _ in range(steps))
-    print(f"loader alone ({num_workers} workers):   {loaded / (time.perf_counter() - start):7.1f} img/s")
+    print(f"loader alone ({workers} processes{'' if workers else ', one thread'}): {loaded / (time.perf_counter() - start):7.1f} img/s")
 
-    for name, precision in (("fp32", Precision()), ("bf16", Precision(torch.bfloat16))):
-        torch.manual_seed(0)
-        model = Facenet(backbone, num_classes=annotation.num_classes).to(memory_format=torch.channels_last)
-        step = step_fn(model, make_optimizer(model.parameters(), "adam", 1e-4, 0.9, 0.0), criterion, precision)
-        rate = timed(iter(loader), step, iters)
-        print(f"pipeline, {name}:                 {rate:7.1f} img/s  "
-              f"({100 * rate / results[name]:.0f}% of the model alone)")
+    # Without loader processes train.py prepares batches in a thread; the plain loader shows what that gains.
+    loaders = {"": loader} if workers else {"": loader, ", no loader thread": loader.loader}
+    for name in chosen:
+        for label, source in loaders.items():
+            rate, _ = timed(iter(source), make_step(annotation.num_classes, criterion, name, False), iters)
+            print(f"pipeline, {name}{label}: {rate:7.1f} img/s  ({100 * rate / alone[name]:.0f}% of the model alone)")
 
 
 if __name__ == "__main__":

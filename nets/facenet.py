@@ -43,9 +43,14 @@ class Facenet(nn.Module):
             self.classifier = nn.Linear(embedding_size, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding before L2 normalisation, (N, embedding_size)."""
+        """Embedding before L2 normalisation, (N, embedding_size), in float32 even under autocast.
+
+        Only the backbone runs in the autocast dtype: the bottleneck, its BatchNorm statistics, the L2
+        normalisation and the classifier cost almost nothing and are where bfloat16's 8-bit mantissa hurts.
+        """
         x = self.avg(self.backbone["model"](x)).flatten(1)
-        return self.last_bn(self.Bottleneck(self.Dropout(x)))
+        with torch.autocast(x.device.type, enabled=False):
+            return self.last_bn(self.Bottleneck(self.Dropout(x.float())))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embedding, whatever the mode."""
@@ -53,9 +58,10 @@ class Facenet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         features = self.features(x)
-        embedding = F.normalize(features, p=2, dim=1)
-        if self.mode == "predict":
-            return embedding
-        if self.cosine_classifier:
-            return embedding, F.linear(embedding, F.normalize(self.classifier.weight, dim=1))
-        return embedding, self.classifier(features)
+        with torch.autocast(features.device.type, enabled=False):
+            embedding = F.normalize(features, p=2, dim=1)
+            if self.mode == "predict":
+                return embedding
+            if self.cosine_classifier:
+                return embedding, F.linear(embedding, F.normalize(self.classifier.weight, dim=1))
+            return embedding, self.classifier(features)

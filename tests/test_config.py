@@ -7,7 +7,8 @@ from utils.config import (UserError, check_choice, check_input_shape, check_int,
 
 def block() -> dict:
     return {"Cuda": True, "batch_size": 96, "Init_lr": 1e-3, "backbone": "mobilenet",
-            "input_shape": [160, 160, 3], "folds": None, "_private": 1, "os": __import__("os")}
+            "input_shape": [160, 160, 3], "folds": None, "_private": 1, "os": __import__("os"),
+            "RESUME_OVERRIDABLE": ("Epoch",)}
 
 
 def test_values_take_the_type_of_the_default():
@@ -18,6 +19,12 @@ def test_values_take_the_type_of_the_default():
     assert ns["Cuda"] is False and ns["batch_size"] == 48 and ns["Init_lr"] == 3e-4
     assert ns["backbone"] == "inception_resnetv1" and ns["input_shape"] == [112, 112, 3] and ns["folds"] == 8
     assert set(settings_of(ns)) == {"Cuda", "batch_size", "Init_lr", "backbone", "input_shape", "folds"}
+
+
+def test_upper_case_constants_are_not_settings():
+    with pytest.raises(SystemExit) as info:
+        configure(block(), ["--RESUME_OVERRIDABLE", "x"])
+    assert info.value.code == 2
 
 
 def test_list_accepts_brackets_and_spaces():

@@ -77,3 +77,24 @@ def test_cosine_classifier_keeps_the_key_layout_and_gives_cosines():
         embedding, logits = cosine(torch.rand(2, 3, 64, 64))
         weight = torch.nn.functional.normalize(cosine.classifier.weight, dim=1)
     assert torch.allclose(logits, embedding @ weight.T, atol=1e-6) and logits.abs().max() <= 1 + 1e-6
+
+
+def test_only_the_backbone_runs_in_bfloat16_under_autocast():
+    torch.manual_seed(0)
+    model = Facenet("mobilenet", num_classes=5, mode="train")
+    x = torch.rand(4, 3, 64, 64)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, out):
+            seen[name] = out.dtype
+        return hook
+    model.backbone["model"].register_forward_hook(record("backbone"))
+    model.Bottleneck.register_forward_hook(record("bottleneck"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embedding, logits = model(x)
+    assert seen == {"backbone": torch.bfloat16, "bottleneck": torch.float32}
+    assert embedding.dtype == logits.dtype == torch.float32
+    (embedding.sum() + logits.sum()).backward()
+    assert model.last_bn.running_mean.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())

@@ -13,7 +13,7 @@ from nets.facenet import Facenet
 from utils import runtime
 from utils.lfw import embed_paths
 from utils.runtime import (CPU_SLICE, SettingError, check_precision, default_workers, embed, embed_batch,
-                           inference_copy, network_threads, resolve_workers)
+                           inference_copy, network_threads, resolve_workers, training_precision)
 
 SAMPLES = [os.path.join(ROOT, "img", name) for name in ("1_001.jpg", "1_002.jpg", "2_001.jpg")]
 
@@ -31,6 +31,21 @@ def test_bad_precision_is_one_line(precision, words):
     with pytest.raises(SettingError) as info:
         check_precision(precision, "cpu")
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_automatic_training_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native, expected):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    assert training_precision("auto", "cpu") == expected
+    assert training_precision("fp32", "cpu") == "fp32" and training_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(SettingError, match="fp32, bf16 or fp16"):
+        training_precision("half", "cpu")
+
+
+def test_native_bf16_reads_the_cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    assert runtime.native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_bf16_embeddings_are_float32_unit_vectors_close_to_fp32():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from utils.distill import similarity_loss
-from utils.training import (Criterion, History, TrainingError, fit_lr, lr_scheduler, make_optimizer,
+from utils.training import (Criterion, History, Precision, TrainingError, fit_lr, lr_scheduler, make_optimizer,
                             margin_logits, mined_triplet_loss, pairwise_distances, rng_state, set_rng_state, triplet_loss)
 
 
@@ -189,3 +189,8 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_named_precisions():
+    assert Precision.named("fp32") == Precision()
+    assert Precision.named("bf16").dtype == torch.bfloat16 and Precision.named("bf16").scaler is None

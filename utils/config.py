@@ -53,9 +53,10 @@ def run_main(main: Callable[[], object], interrupted: str = "") -> None:
 
 
 def setting_names(namespace: dict) -> list[str]:
-    """Names in ``namespace`` that are settings: public variables of a plain value type."""
+    """Names in ``namespace`` that are settings: public variables of a plain value type, not the
+    UPPER_CASE constants a script defines below its settings block."""
     return [k for k, v in namespace.items()
-            if not k.startswith("_") and isinstance(v, SETTING_TYPES)]
+            if not k.startswith("_") and not k.isupper() and isinstance(v, SETTING_TYPES)]
 
 
 def convert(name: str, text: str, default: Any) -> Any:

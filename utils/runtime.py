@@ -50,6 +50,26 @@ def check_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
+def native_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX): elsewhere torch emulates it, slower
+    than float32. Read from /proc/cpuinfo's flags; False where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_precision(setting: str, device: torch.device | str) -> str:
+    """The precision a training run uses: ``auto`` is bf16 on a CPU with bfloat16 arithmetic (as accurate
+    as fp32 there at equal epochs and faster; see the README's speed section), else fp32."""
+    device = torch.device(device)
+    if setting == "auto":
+        return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
+    return check_precision(setting, device)
+
+
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
     """The autocast context of ``precision`` on ``device`` (nothing for fp32)."""
     if precision == "fp32":

@@ -229,6 +229,14 @@ class Precision:
     dtype: torch.dtype | None = None
     scaler: torch.amp.GradScaler | None = None
 
+    @classmethod
+    def named(cls, name: str) -> "Precision":
+        """fp32, bf16 or fp16 (checked beforehand by utils.runtime.training_precision). Only the backbone
+        runs in the lower precision: the head, the losses and the optimizer state stay float32."""
+        if name == "fp16":
+            return cls(torch.float16, torch.amp.GradScaler("cuda"))
+        return cls(torch.bfloat16 if name == "bf16" else None)
+
     def autocast(self, device: torch.device):
         if self.dtype is None:
             return contextlib.nullcontext()
