@@ -80,7 +80,7 @@ from nets.facenet import Facenet
 from utils.checkpoint import load_weights, save_atomic, write_weights_info
 from utils.config import configure, print_settings, run_main, settings_of
 from utils.dataloader import (FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
-                              ThreadedLoader, ValidationBatchSampler, check_trainable, make_loader,
+                              ValidationBatchSampler, check_trainable, make_loader,
                               read_annotation, split_train_val, validation_triplets)
 from utils.distill import teacher_for
 from utils.runtime import network_threads, resolve_workers, training_precision
@@ -246,8 +246,8 @@ class Session:
     precision: Precision
     criterion: Criterion
     batches: object
-    loader: DataLoader | ThreadedLoader
-    val_loader: DataLoader | ThreadedLoader | None
+    loader: DataLoader
+    val_loader: DataLoader | None
     lfw_pairs: object
 
     @property

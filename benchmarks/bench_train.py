@@ -6,7 +6,6 @@ step) at train.py's defaults (triplet sampler, batch 96, 160x160, loader process
     python benchmarks/bench_train.py --annotation_path cls_train.txt --iters 20 --compile True
 
 The pipeline should reach at least 80% of the model-alone figure: data loading must hide behind the step.
-Without loader processes (0 on a 2-core CPU) it is timed with and without train.py's loader thread.
 With ``compile`` the one-off compile time (the first step's time beyond a normal step's) is printed too.
 """
 #------- settings (edit here or override as --name value) -------
@@ -118,14 +117,11 @@ def main() -> None:
     stream = iter(loader)
     start = time.perf_counter()
     loaded = sum(len(next(stream)[1]) for _ in range(steps))
-    print(f"loader alone ({workers} processes{'' if workers else ', one thread'}): {loaded / (time.perf_counter() - start):7.1f} img/s")
+    print(f"loader alone ({workers} processes): {loaded / (time.perf_counter() - start):7.1f} img/s")
 
-    # Without loader processes train.py prepares batches in a thread; the plain loader shows what that gains.
-    loaders = {"": loader} if workers else {"": loader, ", no loader thread": loader.loader}
     for name in chosen:
-        for label, source in loaders.items():
-            rate, _ = timed(iter(source), make_step(annotation.num_classes, criterion, name, False), iters)
-            print(f"pipeline, {name}{label}: {rate:7.1f} img/s  ({100 * rate / alone[name]:.0f}% of the model alone)")
+        rate, _ = timed(iter(loader), make_step(annotation.num_classes, criterion, name, False), iters)
+        print(f"pipeline, {name}: {rate:7.1f} img/s  ({100 * rate / alone[name]:.0f}% of the model alone)")
 
 
 if __name__ == "__main__":

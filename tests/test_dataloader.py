@@ -1,7 +1,6 @@
 """utils/dataloader.py: the per-person index, triplet and PK sampling properties, the split, the dataset."""
 import os
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -180,19 +179,3 @@ def test_unreadable_image_is_replaced_and_reported_once(tmp_path, capsys):
         assert image.shape == (32, 32, 3) and label == annotation.labels[bad]
     assert capsys.readouterr().out.count("warning:") == 1
 
-
-def test_threaded_loader_gives_the_plain_loaders_batches_and_its_errors():
-    from utils.dataloader import ThreadedLoader
-    batches = [[1, 2], [3], [4, 5, 6], [7]]
-    threaded = ThreadedLoader(batches, depth=1)
-    assert len(threaded) == 4 and list(threaded) == batches and list(threaded) == batches
-    stream = iter(threaded)
-    assert next(stream) == [1, 2]
-    stream.close()  # leaving early stops the thread
-    assert not any(t.name == "batch-loader" for t in threading.enumerate())
-
-    def broken():
-        yield [1]
-        raise ValueError("bad image x.jpg")
-    with pytest.raises(ValueError, match="bad image x.jpg"):
-        list(ThreadedLoader(broken()))

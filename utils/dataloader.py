@@ -8,9 +8,7 @@ triplets inside each worker from identically seeded global RNGs and repeated bat
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -328,68 +326,11 @@ def collate(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, tor
     return images, labels, views
 
 
-class ThreadedLoader:
-    """The batches of a ``num_workers=0`` DataLoader, made by one background thread ``depth`` batches ahead.
-
-    Where the cores leave no room for loader processes (utils.runtime.default_workers gives 0 below 4
-    CPU cores), decoding and augmenting in a thread still overlaps with the training step: PIL's decoders
-    and filters and torch's operators release the GIL. Every item has its own seeded RNG, so the batches are
-    those of the plain loader, in the same order. A loader error reaches the training loop as it is.
-    """
-
-    def __init__(self, loader: Iterable, depth: int = 2) -> None:
-        self.loader, self.depth = loader, depth
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator:
-        batches: queue.Queue = queue.Queue(self.depth)
-        stop = threading.Event()
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    batches.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                for batch in self.loader:
-                    if not put(batch):
-                        return
-                put(_END)
-            except BaseException as err:  # handed to the consumer, raised there
-                put(_Failure(err))
-
-        thread = threading.Thread(target=produce, daemon=True, name="batch-loader")
-        thread.start()
-        try:
-            while True:
-                item = batches.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item
-        finally:
-            stop.set()
-            thread.join()
-
-
-_END = object()
-
-
 def make_loader(dataset: Dataset, batch_sampler: Iterable, workers: int, cuda: bool,
-                seed: int) -> DataLoader | ThreadedLoader:
-    """The loader of training and validation: ``workers`` processes, or with none a ThreadedLoader."""
-    loader = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
-                        pin_memory=cuda, persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(seed))
-    return loader if workers else ThreadedLoader(loader)
+                seed: int) -> DataLoader:
+    """The loader of training and validation: ``workers`` decoding processes (0: in the training process)."""
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=cuda, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 @dataclass
