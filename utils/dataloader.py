@@ -331,8 +331,3 @@ def make_loader(dataset: Dataset, batch_sampler: Iterable, workers: int, cuda: b
     """The loader of training and validation: ``workers`` decoding processes (0: in the training process)."""
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=cuda, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
-
-
-@dataclass
-class _Failure:
-    error: BaseException

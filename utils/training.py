@@ -29,6 +29,7 @@ from tqdm import tqdm
 from utils.checkpoint import save_figure, write_text_atomic
 from utils.config import UserError
 from utils.distill import distill_loss, similarity_loss
+from utils.runtime import AUTOCAST_DTYPES
 
 MINING = ("none", "semihard", "hard")
 CLASSIFIER_LOSSES = ("softmax", "arcface", "cosface")
@@ -233,9 +234,7 @@ class Precision:
     def named(cls, name: str) -> "Precision":
         """fp32, bf16 or fp16 (checked beforehand by utils.runtime.training_precision). Only the backbone
         runs in the lower precision: the head, the losses and the optimizer state stay float32."""
-        if name == "fp16":
-            return cls(torch.float16, torch.amp.GradScaler("cuda"))
-        return cls(torch.bfloat16 if name == "bf16" else None)
+        return cls(AUTOCAST_DTYPES.get(name), torch.amp.GradScaler("cuda") if name == "fp16" else None)
 
     def autocast(self, device: torch.device):
         if self.dtype is None:
