@@ -258,8 +258,8 @@ def scanned_labels(rec: RecordFile, table: dict[int, int], progress: bool) -> tu
                     leave=False):
         payload, _ = rec.read_at(table[key], limit=HEADER.size + 4 * 64)
         header = unpack_header(payload, rec.path)
-        if header.flag > 1 and key == 0:
-            continue  # a header record without identity records
+        if key == 0 and len(rec.read_at(table[key])[0]) == header.size:
+            continue  # a header record (no image) without identity records
         keys.append(key)
         labels.append(int(header.labels[0]))
     return np.asarray(keys, np.int64), np.asarray(labels, np.int64)
