@@ -33,11 +33,15 @@ class BinError(UserError, ValueError):
     """A .bin file that cannot be used; one line naming it and what is wrong."""
 
 
+class Refused(pickle.UnpicklingError):
+    """The pickle asks for something a .bin never holds (a callable, a class, an object array)."""
+
+
 def checked_dtype(spec, align=False, copy=False):
     """numpy.dtype for the byte and boolean arrays of a .bin only."""
     spec = spec.decode("latin1") if isinstance(spec, bytes) else spec
     if not isinstance(spec, str) or spec not in ARRAY_DTYPES:
-        raise pickle.UnpicklingError(f"an array of dtype {spec!r} (only uint8 and bool arrays are read)")
+        raise Refused(f"an array of dtype {spec!r} (only uint8 and bool arrays are read)")
     return np.dtype(spec)
 
 
@@ -45,7 +49,7 @@ def checked_reconstruct(subtype, shape, typecode):
     """numpy's ``_reconstruct`` (pickle protocols 0-4), for plain arrays only: an empty array whose dtype
     and data the pickle then sets (``typecode`` is a placeholder)."""
     if subtype is not np.ndarray:
-        raise pickle.UnpicklingError("an array subclass")
+        raise Refused("an array subclass")
     return np.ndarray.__new__(np.ndarray, (0,), np.uint8)
 
 
@@ -58,7 +62,7 @@ def checked_frombuffer(buffer, dtype, shape, order):
 def latin1_encode(text, encoding="latin1"):
     """``_codecs.encode``: how Python 3 pickles bytes at protocol 2."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode with anything but latin1 text")
+        raise Refused("_codecs.encode with anything but latin1 text")
     return text.encode("latin1")
 
 
@@ -79,7 +83,7 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         found = ALLOWED.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(f"it names {module}.{name}")
+            raise Refused(f"it names {module}.{name}")
         return found
 
 
@@ -111,10 +115,11 @@ def read_bin(path: str, check_images: bool = True) -> tuple[list[bytes], np.ndar
         data = handle.read()
     try:
         content = safe_loads(data)
-    except pickle.UnpicklingError as err:
+    except Refused as err:
         raise BinError(f"{path}: refused: {err}; a .bin holds only images and flags, so this file is not "
                        "a validation set (or not a safe one) and nothing in it was run") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError):
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError):
         raise BinError(f"{path}: not a readable .bin pickle (truncated or another format); copy it again") from None
     if not isinstance(content, (tuple, list)) or len(content) != 2:
         raise BinError(f"{path}: holds {type(content).__name__}, not the pair (images, issame) of a .bin")
