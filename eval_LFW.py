@@ -1,6 +1,8 @@
 """Evaluate FaceNet weights on LFW: 10-fold verification accuracy, VAL@FAR, AUC, EER, ROC curve.
 
     python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --lfw_dir_path lfw
+    python eval_LFW.py --bin_path faces_webface_112x112               # every .bin there, one row per set
+    python eval_LFW.py --bin_path lfw.bin,cfp_fp.bin --pairs_list_path calfw/pairs_CALFW.txt
 
 The backbone and input size come from the JSON beside the weights unless given. Writes the ROC
 curve to ``png_save_path`` and every number to ``json_save_path``; copy that JSON beside the
@@ -21,18 +23,25 @@ letterbox_image = True                      # keep the aspect ratio (grey paddin
 num_workers = "auto"                        # decoding processes; auto: what fits beside the network (0 on 2 cores)
 precision = "fp32"                          # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
 json_save_path = "model_data/lfw_eval.json"
+bin_path = ""                               # .bin sets (lfw.bin, cfp_fp.bin ...): files or folders, comma-separated;
+                                            # scored instead of the LFW folder, one row per set
+pairs_list_path = ""                        # CALFW / CPLFW lists (pairs_CALFW.txt ...), images in "aligned images" beside
+bin_folds = 10                              # folds of consecutive pairs in a .bin (insightface's protocol)
 #------------------------------------------------------------------
 import time
 
 import torch
 
 from nets.facenet import BACKBONES, Facenet
-from utils.checkpoint import figure_extensions, file_sha256, load_weights, model_settings, write_json
+from utils.alignment import alignment_of, folder_alignment, mismatch_warning
+from utils.checkpoint import (figure_extensions, file_sha256, load_weights, model_settings, read_weights_info,
+                              write_json)
 from utils.config import (UserError, check_bool, check_choice, check_input_shape, check_int, check_output_file,
                           configure, print_settings, run_main, settings_of)
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot
 from utils.runtime import check_precision, resolve_workers
+from utils.valsets import LFW_FOLDER_SET, load_sets, score_sets, table
 
 
 def check_settings() -> None:
@@ -44,6 +53,7 @@ def check_settings() -> None:
     if input_shape is not None:
         check_input_shape("input_shape", input_shape)
     check_int("batch_size", batch_size, 1)
+    check_int("bin_folds", bin_folds, 2)
     parse_folds(str(folds))
     check_output_file("png_save_path", png_save_path, figure_extensions())
     check_output_file("json_save_path", json_save_path, (".json",))
@@ -62,10 +72,22 @@ def main() -> None:
     print_settings({**settings, "num_workers": f"{workers} (auto)" if num_workers == "auto" else workers})
     if cuda and device == "cpu":
         print("note: CUDA is not available, running on the CPU")
-    pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(str(folds)))
+    # -- .bin sets and CALFW / CPLFW lists (utils/valsets.py) are scored instead of the LFW folder
+    trained = alignment_of(read_weights_info(model_path), model_path)
+    sets = load_sets(f"{bin_path},{pairs_list_path}", bin_folds) if bin_path or pairs_list_path else None
+    if sets is None:
+        pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(str(folds)))
+        sets_warnings = [mismatch_warning(trained, folder_alignment(lfw_dir_path), lfw_dir_path)]
+    else:
+        sets_warnings = [mismatch_warning(trained, s.alignment, s.path) for s in sets]
+    for message in filter(None, sets_warnings):
+        print(message)
+    # -- end of the sets
     model = Facenet(found.backbone, mode="predict")
     load_weights(model, model_path, purpose="predict")
     model.to(device)
+    if sets is not None:
+        return report_sets(model, sets, found, device, workers, settings, start)
 
     try:
         result = evaluate_lfw(model, pairs, found.input_shape, letterbox_image, batch_size, device, flip=flip,
@@ -98,6 +120,27 @@ def main() -> None:
     write_json(json_save_path, {"backbone": found.backbone, "threshold": result["threshold_mean"],
                                 "input_shape": found.input_shape, **result, "wall_seconds": wall, "device": device,
                                 "workers": workers,
+                                "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
+                                "settings": settings})
+    print(f"Saved {png_save_path} and {json_save_path}")
+
+
+def report_sets(model, sets: list, found, device: str, workers: int, settings: dict, start: float) -> None:
+    """Score the .bin sets and pairs lists: one row per set, one ROC curve per set, every number in the JSON."""
+    results = score_sets(model, sets, found.input_shape, letterbox_image, batch_size, device, flip=flip,
+                         num_workers=workers, precision=precision)
+    wall = time.perf_counter() - start
+    print(f"\nVerification at {found.input_shape[0]}x{found.input_shape[1]}, flip {'on' if flip else 'off'}, "
+          f"{device} {precision}; 10-fold protocol ({bin_folds} folds of consecutive pairs in a .bin)")
+    print("\n".join(table(results)))
+    print(f"  wall time {wall:.1f} s")
+    save_roc_plot(results, png_save_path, title=f"ROC, {found.backbone}")
+    lfw = results.get(LFW_FOLDER_SET)
+    write_json(json_save_path, {"backbone": found.backbone, "threshold": lfw["threshold_mean"] if lfw else None,
+                                "input_shape": found.input_shape,
+                                "sets": {n: {"path": s.path, **results[n]} for n, s in
+                                         ((s.name, s) for s in sets)},
+                                "wall_seconds": wall, "device": device, "workers": workers,
                                 "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
                                 "settings": settings})
     print(f"Saved {png_save_path} and {json_save_path}")

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from nets.facenet import BACKBONES
 from nets.facenet import Facenet as FacenetNet
+from utils.alignment import alignment_of, is_warped
 from utils.checkpoint import (CheckpointError, ModelSettings, load_weights, model_settings, read_weights_info,
                               save_figure, threshold_setting, weights_info_path)
 from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
@@ -39,11 +40,11 @@ FALLBACK_THRESHOLD = 1.1
 DEFAULT_INPUT_SHAPE = [160, 160, 3]
 # Marks a PIL image that ``Facenet.face`` already prepared, so that aligning is never applied twice.
 ALIGNED_KEY = "facenet_aligned"
-# Alignment of raw photos, the same as align_dataset.py applies to the training data (crop mode).
-ALIGN_SIZE, ALIGN_MARGIN = 160, 32
+# Raw photos are aligned as the weights' JSON records (utils/alignment.py), by default as align_dataset.py
+# crops: 160 px with a margin of 32.
 ALIGN_CHOICES = ("auto", True, False)
 # A photo counts as a face crop like align_dataset.py's when its main face box (made square) spans
-# this share of the shorter side, about (ALIGN_SIZE - ALIGN_MARGIN) / ALIGN_SIZE = 0.8, centred within
+# this share of the shorter side, about (160 - 32) / 160 = 0.8, centred within
 # TIGHT_CENTRE of the side, in a near-square photo. Measured on 150 LFW images each: aligned crops
 # span 0.74-0.89 (centre within 0.042), raw LFW photos 0.40-0.65.
 TIGHT_SIDE = (0.70, 0.95)
@@ -218,6 +219,7 @@ class Facenet:
         found = model_settings(self.model_path, self.backbone, self.input_shape, self.threshold,
                                DEFAULT_INPUT_SHAPE)
         self.backbone, self.input_shape = found.backbone, found.input_shape
+        self.alignment = alignment_of(read_weights_info(self.model_path), weights_info_path(self.model_path))
         net = FacenetNet(backbone=self.backbone, mode="predict")
         load_weights(net, self.model_path, purpose="predict", verbose=self.verbose)
         self.net = inference_copy(net).to(self.device, memory_format=torch.channels_last)
@@ -243,6 +245,7 @@ class Facenet:
         self.embedding_size = self.onnx.embedding_size
         info = read_weights_info(self.onnx_path)
         self.backbone = info.get("backbone", self.backbone)
+        self.alignment = alignment_of(info, weights_info_path(self.onnx_path))
         threshold, source, messages = threshold_setting(info, weights_info_path(self.onnx_path), self.threshold)
         return ModelSettings(self.backbone, self.input_shape, threshold, source, messages)
 
@@ -278,8 +281,11 @@ class Facenet:
             raise ImageError(f"{name}: no face found; use a photo with a clearly visible face, {hint}")
         if self.align == "auto" and is_face_crop(found.boxes, index, rgb.size):
             face = rgb
+            if self.alignment.mode == "warp" and not is_warped(found.landmarks[index], rgb.size):
+                self.say(f"warning: {name} looks like a face crop, but {self.weights} was trained on "
+                         f"{self.alignment.describe()} faces; it is used as it is (--align True warps it)")
         else:
-            face = align_face(rgb, found, mode="crop", image_size=ALIGN_SIZE, margin=ALIGN_MARGIN, index=index)
+            face = align_face(rgb, found, self.alignment.mode, self.alignment.size, self.alignment.margin, index=index)
         face.info[ALIGNED_KEY] = True
         return face
 

@@ -1,6 +1,8 @@
 """Train FaceNet with triplet loss + cross-entropy on the people listed in cls_train.txt.
 
     python txt_annotation.py                     # datasets/<person>/<image> -> cls_train.txt
+    python train.py --annotation_path faces_webface_112x112/train.rec --input_shape 112,112,3 \
+        --val_sets faces_webface_112x112 --best_set lfw   # an insightface face pack and its .bin sets
     python train.py --Epoch 50 --batch_size 96   # any setting below as --name value
     python train.py --input_shape 112,112,3      # lists are given comma-separated
     python train.py --resume logs/last_checkpoint.pth
@@ -18,7 +20,7 @@ sync_bn = False                 # synchronise BatchNorm across GPUs when distrib
 precision = "auto"              # auto | fp32 | bf16 | fp16 (CUDA): autocast of the backbone; the head, losses and
                                 # optimizer stay float32. auto: bf16 on a CPU with bfloat16 arithmetic, else fp32
 compile = False                 # torch.compile the training step's model (a one-off compile of about a minute)
-annotation_path = "cls_train.txt"
+annotation_path = "cls_train.txt"  # or a face pack train.rec (+ train.idx), insightface's or txt_annotation.py's
 input_shape = [160, 160, 3]     # height, width, channels
 backbone = "mobilenet"          # mobilenet | inception_resnetv1
 model_path = ""                 # whole-model weights to start from (fine-tuning); "" = none.
@@ -63,6 +65,13 @@ lfw_eval_flag = True            # LFW verification accuracy after every epoch
 lfw_dir_path = "lfw"
 lfw_pairs_path = "model_data/lfw_pair.txt"
 lfw_folds = "all"               # all, or the pairs.txt folds to use, e.g. 8,9,10
+val_sets = ""                   # also scored after every epoch: .bin files (lfw.bin, cfp_fp.bin ...), folders of
+                                # them, CALFW/CPLFW lists (pairs_CALFW.txt), comma-separated; a column each
+best_set = "lfw"                # the set whose accuracy picks best_epoch_weights.pth: lfw (the folder, or
+                                # lfw.bin when the folder is off) or a set's name, e.g. cfp_fp
+bin_folds = 10                  # folds of consecutive pairs in a .bin (insightface's protocol)
+alignment = "auto"              # how the training faces were aligned, written beside the weights for predict.py:
+                                # auto (warp for a .rec; align_dataset.py's record for a folder) | crop | warp | none
 #------------------------------------------------------------------
 import math
 import os
@@ -79,14 +88,15 @@ from torch.utils.data import DataLoader
 from nets.facenet import Facenet
 from utils.checkpoint import load_weights, save_atomic, write_weights_info
 from utils.config import configure, print_settings, run_main, settings_of
-from utils.dataloader import (FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
-                              ValidationBatchSampler, check_trainable, make_loader,
-                              read_annotation, split_train_val, validation_triplets)
+from utils.dataloader import (PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
+                              check_trainable, make_loader, split_train_val, validation_triplets)
 from utils.distill import teacher_for
+from utils.recordio import dataset_for, read_training_data, training_alignment
 from utils.runtime import network_threads, resolve_workers, training_precision
-from utils.training import (Criterion, History, Precision, TrainingError, fit_lr,
+from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, TrainingError, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
+from utils.valsets import LFW_FOLDER_SET, best_metric, history_entries, load_sets, score_sets, table
 
 
 def check_settings(cfg: dict, world: int) -> None:
@@ -94,14 +104,14 @@ def check_settings(cfg: dict, world: int) -> None:
     from utils.training import CLASSIFIER_LOSSES  # imported here: a module-level tuple would be a setting
     choices = {"optimizer_type": ("adam", "sgd"), "lr_decay_type": ("cos", "step"), "sampler": ("triplet", "pk"),
                "mining": ("none", "semihard", "hard"), "backbone": ("mobilenet", "inception_resnetv1"),
-               "classifier_loss": CLASSIFIER_LOSSES}
+               "classifier_loss": CLASSIFIER_LOSSES, "alignment": ("auto", "crop", "warp", "none")}
     for name, allowed in choices.items():
         if cfg[name] not in allowed:
             raise TrainingError(f"--{name} must be one of {', '.join(allowed)}, not {cfg[name]!r}")
     resolve_workers(cfg["num_workers"], cuda=False)
     for name, low in (("batch_size", 1), ("Epoch", 1), ("Init_Epoch", 0), ("run_epochs", 0),
-                      ("images_per_person", 2), ("save_period", 1), ("margin", 0), ("triplet_weight", 0),
-                      ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0), ("tail_ratio", 0),
+                      ("images_per_person", 2), ("save_period", 1), ("bin_folds", 2), ("margin", 0),
+                      ("triplet_weight", 0), ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0), ("tail_ratio", 0),
                       ("distill_weight", 0), ("distill_pair_weight", 0), ("cls_scale", 0), ("cls_margin", 0)):
         if cfg[name] < low:
             raise TrainingError(f"--{name} must be at least {low}, not {cfg[name]}")
@@ -196,7 +206,7 @@ def read_checkpoint(path: str) -> dict:
 # run (model, data, losses, optimiser); changing them mid-run cannot continue the same run.
 RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
                       "annotation_path", "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path", "lfw_folds",
-                      "compile", "resume")
+                      "compile", "resume", "val_sets", "best_set", "bin_folds")
 
 
 def resumed_settings(saved: dict, cfg: dict, given: set[str] | None) -> dict:
@@ -249,6 +259,8 @@ class Session:
     loader: DataLoader
     val_loader: DataLoader | None
     lfw_pairs: object
+    val_sets: list                  # utils.valsets.ValSet, scored after every epoch besides LFW
+    alignment: dict | None          # how the training faces were aligned (written beside the weights)
 
     @property
     def main_rank(self) -> bool:
@@ -267,11 +279,17 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
     check_settings(cfg, world)
     precision_name = training_precision(cfg["precision"], device)
 
-    annotation = read_annotation(cfg["annotation_path"])
+    annotation = read_training_data(cfg["annotation_path"])
     train_idx, val_idx = split_train_val(len(annotation.paths), cfg["val_split"], cfg["seed"])
     train_index = PersonIndex(annotation.labels, train_idx)
     check_trainable(train_index, len(train_idx), cfg["batch_size"])
     lfw_pairs = load_lfw(cfg) if cfg["lfw_eval_flag"] else None
+    val_sets = load_sets(cfg["val_sets"], cfg["bin_folds"], (LFW_FOLDER_SET,) if lfw_pairs else ())
+    names = [LFW_FOLDER_SET] * bool(lfw_pairs) + [s.name for s in val_sets]
+    if cfg["best_set"] != LFW_FOLDER_SET and cfg["best_set"] not in names:
+        raise TrainingError(f"--best_set {cfg['best_set']} is none of the validation sets "
+                            f"({', '.join(names) or 'none given'}); give one of them or lfw")
+    alignment = training_alignment(annotation, cfg["alignment"])
     teacher = teacher_for(cfg["teacher_path"], annotation.paths, cfg["annotation_path"], 128) \
         if cfg["teacher_path"] else None
 
@@ -313,7 +331,7 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
                           cfg["classifier_loss"], cfg["cls_scale"], cfg["cls_margin"], teacher,
                           cfg["distill_weight"], cfg["distill_pair_weight"])
 
-    dataset = FaceDataset(annotation, cfg["input_shape"], cfg["letterbox_image"], cfg["augment"])
+    dataset = dataset_for(annotation, cfg["input_shape"], cfg["letterbox_image"], cfg["augment"])
     if cfg["sampler"] == "pk":
         batches = PKBatchSampler(train_index, per_rank, cfg["images_per_person"], num_batches, cfg["seed"],
                                  rank, world, cfg["free_images"] // world)
@@ -330,7 +348,7 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
     if val_loader is None:
         log("note: no validation triplets (val_split too small for this dataset); val_loss is nan")
     return Session(cfg, rank, world, device, channels_last, workers, annotation.num_classes, model, model_train,
-                   optimizer, lr_at, precision, criterion, batches, loader, val_loader, lfw_pairs)
+                   optimizer, lr_at, precision, criterion, batches, loader, val_loader, lfw_pairs, val_sets, alignment)
 
 
 def restore(run: Session, checkpoint: dict) -> tuple[int, dict | None, str, list]:
@@ -373,6 +391,11 @@ def fit(run: Session, start: int, best: dict | None, history: History | None) ->
                                cfg["batch_size"], run.device, num_workers=run.workers, progress=True)
             if lfw.get("warning"):
                 print(f"LFW: {lfw['warning']}")
+        scored = {}
+        if run.val_sets and run.main_rank:
+            scored = score_sets(run.model, run.val_sets, cfg["input_shape"], cfg["letterbox_image"],
+                                cfg["batch_size"], run.device, num_workers=run.workers, progress=True)
+            print("\n".join(table(scored)))
         states = [rng_state()]
         if run.world > 1:
             states = [None] * run.world
@@ -384,9 +407,10 @@ def fit(run: Session, start: int, best: dict | None, history: History | None) ->
                    "val_accuracy": val.get("accuracy", math.nan),
                    "lfw_accuracy": lfw.get("accuracy_mean", math.nan), "lfw_std": lfw.get("accuracy_std", math.nan),
                    "lfw_threshold": lfw.get("threshold_mean"),
-                   "images_per_s": stats["images_per_s"], "seconds": time.perf_counter() - began}
+                   "images_per_s": stats["images_per_s"], "seconds": time.perf_counter() - began,
+                   **history_entries(scored)}
             best = save_epoch(cfg, run.model, run.optimizer, run.precision, history, row, best, states,
-                              run.num_classes)
+                              run.num_classes, run.alignment)
         if run.world > 1:
             dist.barrier()
     if last < cfg["Epoch"]:
@@ -406,7 +430,7 @@ def train(cfg: dict, given: set[str] | None = None) -> None:
     if checkpoint is not None:
         start, best, run_dir, rows = restore(run, checkpoint)
     run_dir = run_dir or os.path.join(cfg["save_dir"], "loss_" + time.strftime("%Y_%m_%d_%H_%M_%S"))
-    history = History(run_dir, rows) if run.main_rank else None
+    history = History(run_dir, rows, tuple(f"{s.name}_accuracy" for s in run.val_sets)) if run.main_rank else None
     best = fit(run, start, best, history)
     if run.main_rank and best is not None:
         print(f"Best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}: "
@@ -416,7 +440,7 @@ def train(cfg: dict, given: set[str] | None = None) -> None:
 
 
 def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, history: History, row: dict,
-               best: dict | None, states: list, num_classes: int) -> dict:
+               best: dict | None, states: list, num_classes: int, alignment: dict | None = None) -> dict:
     """Write the history, the weights files and the resume checkpoint of one epoch; return the best so far."""
     epoch = row["epoch"]
     history.append(row)
@@ -425,11 +449,15 @@ def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, histo
           f"{row['images_per_s']:.1f} img/s  {row['seconds']:.0f} s")
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_dir = cfg["save_dir"]
-    # The facts predict.py and eval_LFW.py need beside each weights file; the threshold only when LFW measured one.
+    # The facts predict.py and eval_LFW.py need beside each weights file; the threshold only when LFW (the
+    # folder, else a set named best_set) measured one; the alignment of the training faces when known.
     lfw = {"lfw_folds": cfg["lfw_folds"], "lfw_accuracy": row["lfw_accuracy"]} \
         if math.isfinite(row["lfw_accuracy"]) else {}
+    threshold = row.get("lfw_threshold") if lfw else row.get(f"{cfg['best_set']}_threshold")
+    sets = {k: v for k, v in row.items() if k.endswith("_accuracy") and k not in HISTORY_FIELDS}
     facts = {"backbone": cfg["backbone"], "input_shape": cfg["input_shape"],
-             "threshold": row.get("lfw_threshold") if lfw else None, "extra": {"epoch": epoch, **lfw}}
+             "threshold": threshold if threshold is not None and math.isfinite(threshold) else None,
+             "extra": {"epoch": epoch, **lfw, **sets, **({"alignment": alignment} if alignment else {})}}
 
     def save_weights(name: str) -> None:
         save_atomic(weights, os.path.join(save_dir, name))
@@ -437,8 +465,7 @@ def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, histo
 
     if epoch % cfg["save_period"] == 0 or epoch == cfg["Epoch"]:
         save_weights("ep%03d-loss%.3f-val_loss%.3f.pth" % (epoch, row["loss"], row["val_loss"]))
-    metric, higher = ("lfw_accuracy", True) if math.isfinite(row["lfw_accuracy"]) else \
-        ("val_loss", False) if math.isfinite(row["val_loss"]) else ("loss", False)
+    metric, higher = best_metric(row, cfg["best_set"])
     value = row[metric]
     if best is None or best["metric"] != metric or (value > best["value"] if higher else value < best["value"]):
         best = {"metric": metric, "value": value, "epoch": epoch}

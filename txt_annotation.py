@@ -2,6 +2,7 @@
 
     python txt_annotation.py
     python txt_annotation.py --datasets_path /data/faces --check_images False
+    python txt_annotation.py --datasets_path /data/faces --rec_path /data/faces.rec   # also one RecordIO file
 
 Person folders get contiguous ids in sorted order. Only image files count; other files, hidden entries
 and folders without images are skipped and take no id. With check_images every image is decoded fully
@@ -14,12 +15,16 @@ annotation_path = "cls_train.txt"
 names_path = "cls_names.txt"
 absolute_paths = True               # the original writes absolute paths; False: relative to the annotation file
 check_images = True                 # decode every image fully and leave out those that fail (truncated ...)
+rec_path = ""                       # also pack the annotated images into this RecordIO face pack (+ .idx beside
+                                    # it), insightface's layout: train.py --annotation_path <rec_path> trains on it
 #------------------------------------------------------------------
 import os
 
 from utils.checkpoint import write_text_atomic
 from utils.config import UserError, check_bool, check_output_file, configure, run_main
+from utils.dataloader import read_annotation
 from utils.image import ImageError, is_image_file, open_rgb
+from utils.recordio import index_path, pack_annotation
 
 
 class DatasetError(UserError):
@@ -106,6 +111,8 @@ def main() -> None:
     check_output_file("names_path", names_path)
     if os.path.abspath(annotation_path) == os.path.abspath(names_path):
         raise UserError(f"--annotation_path and --names_path are the same file {annotation_path}")
+    if rec_path:
+        check_output_file("rec_path", rec_path, (".rec",))
     summary = annotate(datasets_path, annotation_path, names_path, absolute_paths, check_images)
     print(f"{annotation_path}: {summary['people']} people, {summary['images']} images; "
           f"{summary['single']} people with one image only (negatives and cross-entropy only, never anchors)")
@@ -121,6 +128,10 @@ def main() -> None:
         print(f"warning: {len(summary['unsafe'])} images left out whose folder or file name holds a line break "
               f"or undecodable bytes (it cannot be one line of {annotation_path}), e.g. "
               f"{ascii(summary['unsafe'][0])}; rename them")
+    if rec_path:
+        packed = pack_annotation(read_annotation(annotation_path), rec_path)
+        print(f"{rec_path} and {index_path(rec_path)}: {packed['images']} images of {packed['classes']} people, "
+              f"{packed['bytes'] / 2**20:.1f} MiB (the image files as they are)")
 
 
 if __name__ == "__main__":

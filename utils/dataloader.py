@@ -275,9 +275,13 @@ class FaceDataset(Dataset):
                 image, flipped = image.transpose(Image.FLIP_LEFT_RIGHT), True
         return np.asarray(image, dtype=np.uint8), int(self.labels[index]), 2 * index + flipped
 
+    def open(self, index: int) -> Image.Image:
+        """Decode image ``index`` (an image file here; a record in utils.recordio.RecordDataset)."""
+        return open_rgb(self.paths[index])
+
     def load(self, index: int, rng: np.random.Generator | None) -> Image.Image:
         try:
-            return open_rgb(self.paths[index])
+            return self.open(index)
         except ImageError as err:
             self.report(index, err)
         own = self.index.images(self.index.slot_of[int(self.labels[index])])
@@ -288,7 +292,7 @@ class FaceDataset(Dataset):
             if self.bad[other]:
                 continue
             try:
-                return open_rgb(self.paths[other])
+                return self.open(other)
             except ImageError as err:
                 self.report(other, err)
         raise ImageError(f"{self.paths[index]}: unreadable and person {int(self.labels[index])} has no other "

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from facenet import ALIGN_MARGIN, ALIGN_SIZE
 from utils.checkpoint import file_sha256, write_bytes_atomic
 from utils.config import UserError
 from utils.image import ImageError, list_images
@@ -164,7 +163,7 @@ def fingerprint(model) -> dict:
     """What gallery embeddings depend on: the weights' content, the network input and the alignment."""
     return {"weights_sha256": file_sha256(model.weights), "backbone": model.backbone,
             "input_shape": [int(v) for v in model.input_shape], "letterbox_image": bool(model.letterbox_image),
-            "alignment": f"mtcnn crop {ALIGN_SIZE} px margin {ALIGN_MARGIN}"}
+            "alignment": model.alignment.describe()}
 
 
 def save(gallery: Gallery, path: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from facenet import ALIGN_MARGIN, ALIGN_SIZE, ALIGNED_KEY, Facenet, facenet_kwargs, is_interactive_backend
+from facenet import ALIGNED_KEY, Facenet, facenet_kwargs, is_interactive_backend
 from utils import gallery as galleries
 from utils.checkpoint import save_figure, write_text_atomic
 from utils.config import UserError, check_output_file, print_settings
@@ -48,7 +48,8 @@ def identify_faces(model: Facenet, search: galleries.PersonSearch, image: Image.
         return []
     faces = []
     for index in order:
-        face = align_face(image, detections, "crop", ALIGN_SIZE, ALIGN_MARGIN, index=index)
+        alignment = model.alignment
+        face = align_face(image, detections, alignment.mode, alignment.size, alignment.margin, index=index)
         face.info[ALIGNED_KEY] = True
         faces.append(face)
     people, distances = search.nearest(model.embed(faces))

@@ -5,6 +5,7 @@ truncated, not an image at all) behave the same everywhere: either an RGB image 
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -44,20 +45,32 @@ def open_rgb(path: str) -> Image.Image:
         raise ImageError(f"{path}: is a directory, not an image file")
     if os.path.getsize(path) == 0:
         raise ImageError(f"{path}: the file is empty (0 bytes)")
+    return decode(path, path)
+
+
+def decode_rgb(data: bytes, name: str) -> Image.Image:
+    """``open_rgb`` for encoded image bytes (a RecordIO record, a .bin entry); ``name`` says where from."""
+    if not data:
+        raise ImageError(f"{name}: no image data (0 bytes)")
+    return decode(io.BytesIO(data), name)
+
+
+def decode(source: str | io.BytesIO, name: str) -> Image.Image:
+    """Decode a file or buffer fully into 8-bit RGB with its EXIF orientation applied; errors name ``name``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)  # no copy: a 12000x12000 photo is 432 MB
                 return to_rgb(image)
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS} pixels); "
+        raise ImageError(f"{name}: too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS} pixels); "
                          "shrink it first") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file PIL can read") from None
+        raise ImageError(f"{name}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{path}: damaged or truncated image ({err})") from None
+        raise ImageError(f"{name}: damaged or truncated image ({err})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

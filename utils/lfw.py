@@ -20,7 +20,7 @@ from tqdm import tqdm
 from utils import verification
 from utils.checkpoint import save_figure
 from utils.config import UserError
-from utils.image import ImageError, open_rgb, preprocess
+from utils.image import ImageError, decode_rgb, open_rgb, preprocess
 from utils.runtime import embed_batch, inference_copy, network_threads
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -36,7 +36,9 @@ class MissingLFWError(PairsError, FileNotFoundError):
 
 @dataclass
 class LFWPairs:
-    """Pairs as indices into ``paths`` (each distinct image once) with labels and official set (1..10)."""
+    """Pairs as indices into ``paths`` (each distinct image once) with labels and official set (1..10).
+
+    ``paths`` may hold encoded image bytes instead of file names (the images of a .bin set)."""
 
     paths: list[str]
     left: np.ndarray
@@ -140,7 +142,7 @@ def load_pairs(pairs_path: str, lfw_dir: str, folds: list[int] | None = None) ->
 
 
 class ImageList(Dataset):
-    """Network inputs for a list of image files; a bad file comes back as its one-line error."""
+    """Network inputs for a list of image files (or encoded images); a bad one comes back as its one-line error."""
 
     def __init__(self, paths: list[str], input_shape: list[int], letterbox: bool) -> None:
         self.paths, self.input_shape, self.letterbox = paths, input_shape, letterbox
@@ -150,8 +152,10 @@ class ImageList(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         # Errors travel as data: an exception raised in a worker would reach the user as a traceback.
+        source = self.paths[i]
         try:
-            return preprocess(open_rgb(self.paths[i]), self.input_shape, self.letterbox), ""
+            image = decode_rgb(source, f"image {i}") if isinstance(source, bytes) else open_rgb(source)
+            return preprocess(image, self.input_shape, self.letterbox), ""
         except ImageError as err:
             return torch.zeros(3, self.input_shape[0], self.input_shape[1]), str(err)
 
@@ -212,16 +216,20 @@ def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], lett
 
 
 def save_roc_plot(result: dict, path: str, title: str = "LFW ROC") -> None:
-    """Draw the ROC curve of an ``evaluate_lfw`` result to ``path`` (format from its extension), atomically."""
+    """Draw the ROC curve of an ``evaluate_lfw`` result, or of several by name ({name: result}), to ``path``
+    (format from its extension), atomically."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curves = {"": result} if "roc_fpr" in result else result
     figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
-    axes.plot(result["roc_fpr"], result["roc_tpr"], lw=1.5,
-              label=f"AUC {result['auc']:.4f}, accuracy {result['accuracy_mean']:.4f}")
+    for name, one in curves.items():
+        label = f"{name + ': ' if name else ''}AUC {one['auc']:.4f}, accuracy {one['accuracy_mean']:.4f}"
+        line, = axes.plot(one["roc_fpr"], one["roc_tpr"], lw=1.5, label=label)
+        axes.plot([one["eer"]], [1 - one["eer"]], "o", color=line.get_color() if name else "red",
+                  label=None if name else f"EER {one['eer']:.4f}")
     axes.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
-    axes.plot([result["eer"]], [1 - result["eer"]], "o", color="red", label=f"EER {result['eer']:.4f}")
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     axes.legend(loc="lower right")
     axes.grid(alpha=0.3)

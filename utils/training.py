@@ -338,8 +338,12 @@ class History:
     """Per-epoch metrics of a run: ``history.csv`` and ``history.png`` in the run folder, rewritten every
     epoch (atomically), plus TensorBoard scalars when ``torch.utils.tensorboard`` imports."""
 
-    def __init__(self, run_dir: str, rows: list[dict] | None = None) -> None:
+    def __init__(self, run_dir: str, rows: list[dict] | None = None, set_columns: tuple[str, ...] = ()) -> None:
+        """``set_columns``: the ``<set>_accuracy`` columns of the validation sets besides LFW's."""
         self.run_dir, self.rows = run_dir, list(rows or [])
+        self.fields = HISTORY_FIELDS[:HISTORY_FIELDS.index("images_per_s")] + \
+            tuple(c for c in set_columns if c not in HISTORY_FIELDS) + \
+            HISTORY_FIELDS[HISTORY_FIELDS.index("images_per_s"):]
         os.makedirs(run_dir, exist_ok=True)
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -348,9 +352,10 @@ class History:
             self.writer = None
 
     def append(self, row: dict) -> None:
-        self.rows.append({k: row.get(k, float("nan")) for k in HISTORY_FIELDS})
+        self.rows.append({k: row.get(k, float("nan")) for k in self.fields})
         text = io.StringIO()
-        out = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        out = csv.DictWriter(text, fieldnames=self.fields, lineterminator="\n", restval=float("nan"),
+                             extrasaction="ignore")
         out.writeheader()
         out.writerows(self.rows)
         write_text_atomic(os.path.join(self.run_dir, "history.csv"), text.getvalue())
@@ -368,10 +373,10 @@ class History:
         figure = Figure(figsize=(10, 4))
         FigureCanvasAgg(figure)
         epochs = [r["epoch"] for r in self.rows]
-        for axis, keys, ylabel in zip(figure.subplots(1, 2), (("loss", "val_loss"),
-                                      ("accuracy", "val_accuracy", "lfw_accuracy")), ("loss", "accuracy")):
+        accuracies = tuple(k for k in self.fields if k.endswith("accuracy"))  # the training set's, LFW's, each set's
+        for axis, keys, ylabel in zip(figure.subplots(1, 2), (("loss", "val_loss"), accuracies), ("loss", "accuracy")):
             for key in keys:
-                values = [r[key] for r in self.rows]
+                values = [r.get(key, float("nan")) for r in self.rows]
                 if any(math.isfinite(v) for v in values):
                     axis.plot(epochs, values, marker="o", markersize=3, label=key)
             axis.set_xlabel("epoch")

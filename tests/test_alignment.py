@@ -1,0 +1,64 @@
+"""The alignment recorded beside the weights: reading it, folders aligned by align_dataset.py, and its use."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, ROOT
+from utils.alignment import (DEFAULT, Alignment, alignment_of, alignment_record, folder_alignment, is_warped,
+                             mismatch_warning)
+from utils.config import UserError
+from utils.detect import ARCFACE_TEMPLATE
+
+SHIPPED = os.path.join(ROOT, "model_data", "facenet_mobilenet.pth")
+
+
+def test_records_and_their_reading():
+    assert alignment_record("warp", 112) == {"mode": "warp", "size": 112}
+    assert alignment_record("crop", 160) == {"mode": "crop", "size": 160, "margin": 32}
+    assert alignment_of({}, "w.json") == DEFAULT == Alignment("crop", 160, 32)
+    assert alignment_of({"alignment": {"mode": "warp", "size": 112}}, "w.json") == Alignment("warp", 112)
+    for bad in ({"mode": "warp"}, {"mode": "squash", "size": 112}, "warp", {"mode": "crop", "size": 96, "margin": 96}):
+        with pytest.raises(UserError, match="w.json: alignment must be like"):
+            alignment_of({"alignment": bad}, "w.json")
+    with pytest.raises(UserError, match="--alignment must be one of"):
+        alignment_record("squash", 112)
+
+
+def test_folders_aligned_by_align_dataset_and_mixing_warnings(tmp_path):
+    assert folder_alignment(str(tmp_path)) is None
+    (tmp_path / "align_settings.json").write_text(json.dumps({"mode": "warp", "image_size": 112, "margin": 32}))
+    warped = folder_alignment(str(tmp_path))
+    assert warped == Alignment("warp", 112)
+    assert "trained on mtcnn crop 160 px margin 32 faces but lfw holds mtcnn five-point warp 112 px" in \
+        mismatch_warning(DEFAULT, warped, "lfw")
+    assert mismatch_warning(warped, Alignment("warp", 160), "x") is None and mismatch_warning(DEFAULT, None, "x") is None
+
+
+def test_warped_landmarks_are_recognised():
+    on_template = (ARCFACE_TEMPLATE + 0.5) * 2
+    assert is_warped(on_template, (224, 224))
+    assert not is_warped(on_template + 20, (224, 224)) and not is_warped(on_template, (224, 200))
+
+
+@pytest.mark.slow
+def test_warp_trained_weights_warp_raw_photos_and_warn_on_crops(tmp_path):
+    from facenet import Facenet
+    weights = tmp_path / "warp.pth"
+    shutil.copy(SHIPPED, weights)
+    (tmp_path / "warp.json").write_text(json.dumps({"backbone": "mobilenet", "input_shape": [112, 112, 3],
+                                                    "alignment": {"mode": "warp", "size": 112}}))
+    model = Facenet(model_path=str(weights), cuda=False, align="auto", figure=False)
+    raw = model.face(os.path.join(FIXTURES, "mtcnn", "Colin_Powell_0047.jpg"))
+    assert raw.size == (112, 112)
+    crop = os.path.join(FIXTURES, "lfw", "images", "Aaron_Sorkin", "Aaron_Sorkin_0001.jpg")
+    with pytest.warns(UserWarning, match="looks like a face crop, but .* was trained on mtcnn five-point warp"):
+        assert model.face(crop).size == (160, 160)
+    import warnings
+    from PIL import Image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warp of the right kind gives no warning
+        again = model.face(Image.fromarray(np.asarray(raw)))
+    assert again.size == (112, 112)

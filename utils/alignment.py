@@ -1,0 +1,90 @@
+"""How the training faces were aligned, recorded beside the weights so photos are aligned the same way.
+
+The weights' JSON may hold ``"alignment": {"mode": "crop" | "warp", "size": pixels, "margin": pixels}``
+(train.py writes it: five-point warps at 112 px for insightface's face packs, the settings of
+align_dataset.py for a folder it aligned). Weights without it were trained the project's way: MTCNN
+crops of 160 px with a margin of 32, as align_dataset.py writes by default.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.config import UserError
+
+MODES = ("crop", "warp")
+SETTINGS_FILE = "align_settings.json"   # align_dataset.py's record of an aligned folder
+CROP_MARGIN_PER_PIXEL = 32 / 160        # align_dataset.py's default margin for its default size
+# A photo whose five landmarks lie within this share of its side of the warp template is a warp already.
+WARP_TOLERANCE = 0.06
+
+
+@dataclass(frozen=True)
+class Alignment:
+    mode: str
+    size: int
+    margin: int = 0
+
+    def describe(self) -> str:
+        if self.mode == "warp":
+            return f"mtcnn five-point warp {self.size} px"
+        return f"mtcnn crop {self.size} px margin {self.margin}"
+
+
+DEFAULT = Alignment("crop", 160, 32)
+
+
+def alignment_record(mode: str, size: int, margin: int | None = None) -> dict:
+    """The JSON entry for faces aligned by ``mode`` at ``size`` px (crop margin: align_dataset's rule)."""
+    if mode not in MODES:
+        raise UserError(f"--alignment must be one of auto, none, {', '.join(MODES)}, not {mode!r}")
+    if mode == "crop" and margin is None:
+        margin = int(round(size * CROP_MARGIN_PER_PIXEL))
+    return {"mode": mode, "size": int(size), **({"margin": int(margin)} if mode == "crop" else {})}
+
+
+def alignment_of(info: dict, where: str) -> Alignment:
+    """The alignment recorded in a weights JSON ``info`` (read from ``where``); DEFAULT when absent."""
+    entry = info.get("alignment")
+    if entry is None:
+        return DEFAULT
+    ok = isinstance(entry, dict) and entry.get("mode") in MODES and isinstance(entry.get("size"), int) and \
+        16 <= entry["size"] <= 4096 and isinstance(entry.get("margin", 0), int) and \
+        0 <= entry.get("margin", 0) < entry["size"]
+    if not ok:
+        raise UserError(f"{where}: alignment must be like {{\"mode\": \"warp\", \"size\": 112}}, not {entry!r}; "
+                        "correct or delete it")
+    return Alignment(entry["mode"], entry["size"], entry.get("margin", 0) if entry["mode"] == "crop" else 0)
+
+
+def folder_alignment(folder: str) -> Alignment | None:
+    """The alignment align_dataset.py recorded for ``folder`` (its align_settings.json), or None."""
+    path = os.path.join(folder, SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            found = json.load(handle)
+        return Alignment(found["mode"], int(found["image_size"]),
+                         int(found.get("margin", 0)) if found["mode"] == "crop" else 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mismatch_warning(trained: Alignment, data: Alignment | None, what: str) -> str | None:
+    """A warning when ``what`` holds faces aligned by another mode than the weights were trained on."""
+    if data is None or data.mode == trained.mode:
+        return None
+    return (f"warning: the weights were trained on {trained.describe()} faces but {what} holds "
+            f"{data.describe()} faces; scores will be lower than the weights can give")
+
+
+def is_warped(landmarks: np.ndarray, size: tuple[int, int]) -> bool:
+    """True when the five ``landmarks`` of a square photo of ``size`` already sit on the warp template."""
+    from utils.detect import ARCFACE_TEMPLATE
+    width, height = size
+    if width != height:
+        return False
+    target = (ARCFACE_TEMPLATE + 0.5) * (width / 112.0)
+    return bool(np.abs(np.asarray(landmarks, np.float64) - target).max() <= WARP_TOLERANCE * width)
