@@ -61,8 +61,9 @@ def test_the_table_survives_json_and_its_check(table):
     again = open_set.check_table(json.loads(json.dumps(table)))
     assert set(again["distances"]) == {"1", "2", "3"}
     assert all(np.all(np.diff(row) < 0) for row in again["distances"].values())
+    assert open_set.check_table({**table, "distances": {}}) is None  # too few images: nothing measured
     bad = {**table, "distances": {"1": [0.5, 0.9]}}
-    for broken in (None, {"tails": [0.1]}, bad, {**table, "tails": [0.1, 0.2, 0.3]}):
+    for broken in (None, {"tails": [0.1]}, bad, {**table, "tails": [0.1, 0.2, 0.3]}, {**table, "distances": {"2": [1, 0.5]}}):
         with pytest.raises(ValueError):
             open_set.check_table(broken)
 

@@ -103,7 +103,7 @@ def histogram_quantiles(counts: np.ndarray, tails: Sequence[float]) -> list[floa
             break
         i = int(np.searchsorted(cumulative, target))
         before = cumulative[i - 1] if i else 0
-        out.append(float(width * (i + (target - before) / (counts[i] if counts[i] > 0 else 1.0))))
+        out.append(round(float(width * (i + (target - before) / (counts[i] if counts[i] > 0 else 1.0))), 5))
     return out
 
 
@@ -116,17 +116,23 @@ def impostor_table(embeddings: np.ndarray, labels: Sequence[str], description: s
              "people": int(len(np.unique(labels))), "measured_on": description}
     for images in TABLE_IMAGES:
         counts = impostor_histogram(embeddings, labels, images)
-        if counts.sum() >= MIN_TAIL_COUNT / TAILS[0]:
-            table["distances"][str(images)] = histogram_quantiles(counts, TAILS)
-            table["scores"][str(images)] = int(counts.sum())
+        row = histogram_quantiles(counts, TAILS) if counts.sum() else []
+        if len(row) >= 2:
+            table["distances"][str(images)] = row
+            table["scores"][str(images)] = int(round(counts.sum()))
     return table
 
 
-def check_table(table: object) -> dict:
-    """``table`` as read from a JSON, checked: ValueError saying what is wrong when it cannot be used."""
+def check_table(table: object) -> dict | None:
+    """``table`` as read from a JSON, checked: None when it measured nothing (too few images), a
+    ValueError saying what is wrong when it cannot be used."""
     if not isinstance(table, dict) or not isinstance(table.get("tails"), list) \
-            or not isinstance(table.get("distances"), dict) or "1" not in table["distances"]:
-        raise ValueError(f"{TABLE_KEY} must hold 'tails' and 'distances' with a row '1'")
+            or not isinstance(table.get("distances"), dict):
+        raise ValueError(f"{TABLE_KEY} must hold 'tails' and 'distances'")
+    if not table["distances"]:
+        return None
+    if "1" not in table["distances"]:
+        raise ValueError(f"{TABLE_KEY} must have a row '1' in 'distances'")
     tails = np.asarray(table["tails"], np.float64)
     for key, row in table["distances"].items():
         values = np.asarray(row, np.float64)
@@ -244,10 +250,10 @@ def choose_threshold(embeddings: np.ndarray, labels: Sequence[str], rule: str, r
         threshold = gallery_threshold(embeddings, labels, rule, rate)
         return Choice(threshold, "gallery (coarse)",
                       f"threshold {threshold:.3f} {head}: from the gallery itself (each person left out), "
-                      f"coarse with {len(labels)} images; the weights' JSON has no '{TABLE_KEY}': "
-                      "run eval_LFW.py to measure them")
+                      f"coarse with {len(labels)} images; the weights' JSON has no usable "
+                      f"'{TABLE_KEY}': run eval_LFW.py to measure them")
     if verification is None:
         raise ValueError("a gallery of one person, no impostor table and no verification threshold")
     return Choice(verification, "verification",
                   f"threshold {verification:.3f} (the verification threshold) {head}: a gallery of one person and "
-                  f"no '{TABLE_KEY}' in the weights' JSON tell nothing better; run eval_LFW.py to measure them")
+                  f"no usable '{TABLE_KEY}' in the weights' JSON tell nothing better; run eval_LFW.py to measure them")
