@@ -63,7 +63,8 @@ def test_the_table_survives_json_and_its_check(table):
     assert all(np.all(np.diff(row) < 0) for row in again["distances"].values())
     assert open_set.check_table({**table, "distances": {}}) is None  # too few images: nothing measured
     bad = {**table, "distances": {"1": [0.5, 0.9]}}
-    for broken in (None, {"tails": [0.1]}, bad, {**table, "tails": [0.1, 0.2, 0.3]}, {**table, "distances": {"2": [1, 0.5]}}):
+    no_first_row = {**table, "distances": {"2": [1, 0.5]}}
+    for broken in (None, {"tails": [0.1]}, bad, {**table, "tails": [0.1, 0.2, 0.3]}, no_first_row):
         with pytest.raises(ValueError):
             open_set.check_table(broken)
 
@@ -155,7 +156,8 @@ def test_real_embeddings_strangers_stay_unnamed():
     torch.set_num_threads(1)
     model = Facenet(model_path=os.path.join(ROOT, "model_data", "facenet_mobilenet.pth"), cuda=False, align=False)
     lfw = os.path.join(FIXTURES, "lfw", "images")
-    lfw_paths = [os.path.join(lfw, p, f) for p in sorted(os.listdir(lfw)) for f in sorted(os.listdir(os.path.join(lfw, p)))]
+    lfw_paths = [os.path.join(lfw, p, f) for p in sorted(os.listdir(lfw))
+                 for f in sorted(os.listdir(os.path.join(lfw, p)))]
     faces = os.path.join(FIXTURES, "faces")
     face_paths = [os.path.join(faces, p, f) for p in sorted(os.listdir(faces))
                   for f in sorted(os.listdir(os.path.join(faces, p)))]
