@@ -91,7 +91,7 @@ def main() -> None:
 
     try:
         result = evaluate_lfw(model, pairs, found.input_shape, letterbox_image, batch_size, device, flip=flip,
-                              num_workers=workers, precision=precision)
+                              num_workers=workers, precision=precision, impostors=True)
     except ImageError as err:
         raise UserError(f"{err}; fix or replace that file in {lfw_dir_path}") from None
     wall = time.perf_counter() - start
@@ -112,6 +112,8 @@ def main() -> None:
     print(f"  EER              {result['eer']:.5f}")
     print(f"  same distance    {result['same_distance_mean']:.4f} +- {result['same_distance_std']:.4f}")
     print(f"  diff distance    {result['diff_distance_mean']:.4f} +- {result['diff_distance_std']:.4f}")
+    print(f"  1:N statistics   impostor distances of {result['impostors']['measured_on']} (key 'impostors'): "
+          "predict.py's identify and dir modes derive their threshold from them")
     print(f"  speed            {result['num_images']} images in {result['embed_seconds']:.1f} s "
           f"({result['images_per_second']:.1f} images/s, {workers} decoding workers); wall time {wall:.1f} s")
 

@@ -13,6 +13,15 @@ probes themselves, so it is also cross-validated over the sets (chosen on two, s
 A second gallery with ``rule_gallery_images`` images per person compares the person scores of
 ``utils.gallery`` (a person's best image versus their mean similarity), which one image cannot tell apart.
 Embeds the aligned crops as eval_LFW.py does (no second detection) and searches with utils.gallery.
+
+Then predict.py's 1:N threshold (``--max_stranger_rate``, utils/open_set.py) on these galleries and on
+random small ones (``small_galleries`` people x ``small_gallery_images`` images, ``repetitions`` each):
+the share of strangers named against the one asked for, and the known people named correctly.
+
+    python -m recipes.eval_identification --lfw_dir_path lfw --teacher True --num_workers 2
+
+describes the same crops with the distillation teacher (dlib's ResNet, raw L2-normalised
+descriptors) instead of the weights: the teacher's rows of the model card.
 """
 #------- settings (edit here or override as --name value) -------
 model_path = "model_data/facenet_mobilenet.pth"
@@ -29,6 +38,13 @@ batch_size = 256
 num_workers = 1                             # image decoding processes
 cuda = True
 json_save_path = "logs/identification_eval.json"
+teacher = False                             # True: dlib's ResNet (the distillation teacher), raw L2-normalised
+                                            # descriptors of the same crops, in place of the weights
+max_stranger_rates = [0.01, 0.05]           # shares of strangers named asked of predict.py's 1:N threshold
+small_galleries = [5, 10, 20]               # people in the random small galleries ([]: none)
+small_gallery_images = [1, 2, 3, None]      # gallery images per person; None: 1-3 at random
+repetitions = 200                           # random small galleries per row
+seed = 0
 #------------------------------------------------------------------
 import os
 import time
@@ -39,9 +55,11 @@ import torch
 from facenet import DEFAULT_INPUT_SHAPE, FALLBACK_THRESHOLD
 from nets.facenet import Facenet
 from recipes.make_trainset import read_people_sets
-from utils.checkpoint import file_sha256, load_weights, model_settings, write_json
+from recipes import open_set_measure
+from recipes.teacher_embeddings import describe_paths
+from utils.checkpoint import file_sha256, load_weights, model_settings, read_weights_info, weights_info_path, write_json
 from utils.config import UserError, configure, print_settings, run_main, settings_of
-from utils import gallery
+from utils import gallery, open_set
 from utils.image import ImageError, is_image_file
 from utils.lfw import embed_paths
 from utils.verification import far_threshold
@@ -102,8 +120,9 @@ def evaluate(parts: dict[str, list], embedding_of: dict[str, np.ndarray], rule: 
         folds.append(rates(correct[k], known_distance[k], unknown_distance[u], fold_threshold))
     return {"rule": rule, "gallery_images": len(parts["gallery"]), "gallery_people": len(people),
             "known_probes": len(parts["known"]), "unknown_probes": len(parts["unknown"]),
-            "rank1": float(np.mean(correct)), "at_shipped_threshold": rates(correct, known_distance, unknown_distance,
-                                                                            shipped),
+            "rank1": float(np.mean(correct)),
+            **({} if shipped is None else {"at_shipped_threshold": rates(correct, known_distance, unknown_distance,
+                                                                         shipped)}),
             "at_chosen_threshold": rates(correct, known_distance, unknown_distance, chosen),
             "cross_validated": {key: float(np.mean([f[key] for f in folds])) for key in folds[0]}}
 
@@ -114,23 +133,72 @@ def show(title: str, result: dict) -> None:
     print(f"  rank-1 (closed set)                {result['rank1']:.4f}")
     for label, key in (("shipped threshold", "at_shipped_threshold"), ("chosen threshold", "at_chosen_threshold"),
                        ("cross-validated (mean of sets)", "cross_validated")):
+        if key not in result:
+            continue
         r = result[key]
         print(f"  {label:<31} {r['threshold']:.4f}: known named correctly {r['known_named_correctly']:.4f}, "
               f"wrongly {r['known_named_wrongly']:.4f}; unknown given a name {r['unknown_given_a_name']:.4f}")
 
 
-def main() -> None:
-    """Embed the people of ``lfw_sets`` once and report every gallery and rule."""
-    start = time.perf_counter()
+def embed_with_weights(paths: list[str], settings: dict) -> tuple[np.ndarray, float, dict | None, dict]:
+    """The weights' embeddings of ``paths``, their verification threshold, their impostor table (None
+    when their JSON has none) and what made the embeddings (input size, weights, device)."""
     found = model_settings(model_path, backbone, input_shape, threshold, DEFAULT_INPUT_SHAPE)
     for message in found.messages:
         print(message)
     shape = found.input_shape
     shipped = FALLBACK_THRESHOLD if found.threshold is None else found.threshold
-    settings = {**settings_of(globals()), "backbone": found.backbone, "input_shape": shape}
-    print_settings(settings)
+    print_settings({**settings, "backbone": found.backbone, "input_shape": shape})
     model = Facenet(found.backbone, mode="predict")
     load_weights(model, model_path, purpose="predict")
+    device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
+    try:
+        embeddings = embed_paths(model.to(device), paths, shape, letterbox_image, batch_size, device,
+                                 num_workers=num_workers)
+    except ImageError as err:
+        raise UserError(f"{err}; fix or replace that file in {lfw_dir_path}") from None
+    table = read_weights_info(model_path).get(open_set.TABLE_KEY)
+    try:
+        table = None if table is None else open_set.check_table(table)
+    except ValueError as err:
+        raise UserError(f"{weights_info_path(model_path)}: {err}; run eval_LFW.py again") from None
+    print(f"{len(paths)} images embedded at {shape[0]}x{shape[1]} on {device}; threshold {shipped:.4f}; "
+          f"chosen threshold: at most {wrong_name_target:.1%} unknown named")
+    return embeddings, shipped, table, {"input_shape": shape, "device": device,
+                                        "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)}}
+
+
+def measure_open_set(images: dict[str, list[str]], set_of: dict[str, int], embeddings: np.ndarray, one: dict,
+                     several: dict, embedding_of: dict[str, np.ndarray], json_table: dict | None) -> dict:
+    """predict.py's 1:N threshold (utils/open_set.py) on the protocol's galleries and on random small
+    galleries: the share of strangers named against the one asked for (recipes/open_set_measure.py)."""
+    labels = np.array([person for person, person_paths in images.items() for _ in person_paths])
+    sets = np.array([set_of[person] for person in labels])
+    tables = open_set_measure.held_out_tables(labels, sets, embeddings)
+    rule = gallery.DEFAULT_RULE
+    result = {"one_image": open_set_measure.protocol_rows(one, embedding_of, rule, max_stranger_rates, tables,
+                                                          json_table),
+              f"{rule_gallery_images}_images": open_set_measure.protocol_rows(several, embedding_of, rule,
+                                                                              max_stranger_rates, tables, json_table)}
+    result["small_galleries"] = open_set_measure.small_gallery_rows(
+        embeddings, labels, sets, rule, max_stranger_rates, small_galleries, small_gallery_images, repetitions, seed,
+        tables, json_table)
+    print("\nThreshold from the share of strangers allowed a name (predict.py --max_stranger_rate); rule "
+          f"{rule}; thresholds are chosen without the probes they are scored on")
+    open_set_measure.print_rows("One gallery image per person (protocol)", result["one_image"], max_stranger_rates, ())
+    open_set_measure.print_rows(f"{rule_gallery_images} gallery images per person (protocol)",
+                                result[f"{rule_gallery_images}_images"], max_stranger_rates, ())
+    open_set_measure.print_rows(
+        f"Small galleries: {repetitions} random galleries per row, people x images each (1-3: at random), of one "
+        "LFW set each; strangers: one image of every other person of that set", result["small_galleries"],
+        max_stranger_rates, ("people", "images"))
+    return result
+
+
+def main() -> None:
+    """Embed the people of ``lfw_sets`` once and report every gallery and rule."""
+    start = time.perf_counter()
+    settings = settings_of(globals())
     try:
         sets = read_people_sets(lfw_people_path)
         set_of = {person: k for k in lfw_sets for person in sets[k - 1]}
@@ -138,16 +206,15 @@ def main() -> None:
         raise UserError(f"{lfw_people_path}: no people.txt with sets {lfw_sets} ({err}); "
                         "set --lfw_people_path or --lfw_sets") from None
     images = person_images(lfw_dir_path, list(set_of))
-    device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
     paths = [path for person_paths in images.values() for path in person_paths]
-    try:
-        embeddings = embed_paths(model.to(device), paths, shape, letterbox_image, batch_size, device,
-                                 num_workers=num_workers)
-    except ImageError as err:
-        raise UserError(f"{err}; fix or replace that file in {lfw_dir_path}") from None
+    if teacher:
+        print_settings(settings)
+        embeddings, shipped, json_table = describe_paths(paths, num_workers=num_workers), None, None
+        embedder = {"teacher": "dlib_face_recognition_resnet_model_v1, raw L2-normalised descriptors", "device": "cpu"}
+        print(f"{len(paths)} images of {len(images)} people of sets {lfw_sets} described by the teacher (dlib)")
+    else:
+        embeddings, shipped, json_table, embedder = embed_with_weights(paths, settings)
     embedding_of = dict(zip(paths, embeddings))
-    print(f"{len(paths)} images of {len(images)} people of sets {lfw_sets} embedded at {shape[0]}x{shape[1]} "
-          f"on {device}; threshold {shipped:.4f}; chosen threshold: at most {wrong_name_target:.1%} unknown named")
 
     one = split(images, set_of, 1)
     result = {"protocol": evaluate(one, embedding_of, gallery.DEFAULT_RULE, shipped, wrong_name_target)}
@@ -156,8 +223,8 @@ def main() -> None:
     for rule in gallery.RULES:
         result[f"rule_{rule}"] = evaluate(several, embedding_of, rule, shipped, wrong_name_target)
         show(f"{rule_gallery_images} images per person", result[f"rule_{rule}"])
-    write_json(json_save_path, {**result, "input_shape": shape, "wall_seconds": time.perf_counter() - start,
-                                "device": device, "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
+    result["open_set"] = measure_open_set(images, set_of, embeddings, one, several, embedding_of, json_table)
+    write_json(json_save_path, {**result, **embedder, "wall_seconds": time.perf_counter() - start,
                                 "settings": settings})
     print(f"\nSaved {json_save_path}")
 

@@ -86,6 +86,21 @@ def describe(job: tuple[list[str], float, bool]) -> tuple[np.ndarray, list[str]]
     return out, failed
 
 
+def describe_paths(paths: list[str], models_dir: str = "", margin_ratio: float = 0.2,
+                   num_workers: int = 2) -> np.ndarray:
+    """The teacher's L2-normalised descriptors (N, 128) of the aligned crops ``paths`` (raw, not
+    centred), computed in ``num_workers`` processes; stops with one line when an image cannot be read."""
+    folder = find_models(models_dir)
+    chunks = [paths[s:s + 32] for s in range(0, len(paths), 32)]
+    with get_context("spawn").Pool(max(1, num_workers), start_worker, (folder,)) as pool:
+        results = pool.map(describe, [(chunk, margin_ratio, False) for chunk in chunks])
+    failed = [reason for _, reasons in results for reason in reasons if reason]
+    if failed:
+        fail(f"the teacher could not read {len(failed)} images (first: {failed[0]})")
+    plain = np.concatenate([vectors[:, 0] for vectors, _ in results])
+    return plain / np.linalg.norm(plain, axis=1, keepdims=True)
+
+
 def main() -> None:
     print_settings(settings_of(globals()))
     try:

@@ -13,11 +13,9 @@ models_dir = ""                             # "" = the face_recognition_models p
 margin_ratio = 0.2                          # margin / image_size of the aligned crops
 num_workers = 2
 #------------------------------------------------------------------
-from multiprocessing import get_context
-
 import numpy as np
 
-from recipes.teacher_embeddings import describe, find_models, start_worker
+from recipes.teacher_embeddings import describe_paths
 from utils import verification
 from utils.config import configure, fail, print_settings, settings_of
 from utils.lfw import PairsError, load_pairs, parse_folds
@@ -29,15 +27,7 @@ def main() -> None:
         pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(folds))
     except (FileNotFoundError, PairsError) as err:
         fail(err)
-    folder = find_models(models_dir)
-    chunks = [pairs.paths[s:s + 32] for s in range(0, len(pairs.paths), 32)]
-    with get_context("spawn").Pool(max(1, num_workers), start_worker, (folder,)) as pool:
-        results = pool.map(describe, [(chunk, margin_ratio, False) for chunk in chunks])
-    failed = [reason for _, reasons in results for reason in reasons if reason]
-    if failed:
-        fail(f"the teacher could not read {len(failed)} images (first: {failed[0]})")
-    plain = np.concatenate([vectors[:, 0] for vectors, _ in results])
-    plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+    plain = describe_paths(pairs.paths, models_dir, margin_ratio, num_workers)
     distances = np.linalg.norm(plain[pairs.left] - plain[pairs.right], axis=1)
     result = verification.evaluate(distances, pairs.issame, pairs.fold)
     print(f"teacher on {len(distances)} pairs of folds {folds}: accuracy {result['accuracy_mean']:.5f} "

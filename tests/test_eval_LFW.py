@@ -46,6 +46,9 @@ def test_writes_png_and_json_with_every_number(tmp_path, weights):
     assert report["settings"]["input_shape"] == [64, 64, 3] and report["flip"] is False
     assert len(report["fold_accuracies"]) == 3 and report["num_images"] == 28
     assert len(report["roc_fpr"]) == len(report["roc_tpr"]) > 2
+    impostors = report["impostors"]  # the 1:N statistics predict.py's identify mode reads
+    assert impostors["images"] == 28 and len(impostors["distances"]["1"]) >= 2
+    assert "folds 1,2,3" in impostors["measured_on"]
     assert not [name for name in os.listdir(tmp_path / "out") if name.startswith(".tmp")]
 
 

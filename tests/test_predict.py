@@ -19,6 +19,7 @@ from conftest import ROOT
 from test_facenet import SAMPLES, THRESHOLD, bad_files, make_weights, odd_images, png_header
 from test_gallery import NO_FACE, STRANGER, face_files, group_photo, make_known
 from utils import gallery as galleries
+from utils import open_set
 from utils.identify import CSV_COLUMNS
 
 PREDICT = os.path.join(ROOT, "predict.py")
@@ -307,7 +308,7 @@ def test_gallery_of_other_weights_exits_2_with_one_line(known, tmp_path):
 
 @pytest.mark.parametrize("case", ["empty_gallery", "faceless_gallery", "missing_gallery", "duplicate_names",
                                   "other_weights", "unreadable_gallery_file", "no_face_photo", "unreadable_photo",
-                                  "two_photos", "bad_mode", "missing_dir"])
+                                  "two_photos", "bad_mode", "missing_dir", "bad_stranger_rate", "bad_impostor_table"])
 def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, case):
     """In-process like test_each_bad_argument_exits_2; the subprocess test above covers one case for real."""
     gallery_dir, gallery_path, photo = known["root"], str(tmp_path / "g.npz"), str(known["photos"] / "group.jpg")
@@ -340,6 +341,10 @@ def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, c
         mode = "recognise"
     elif case == "missing_dir":
         mode, photo, extra = "dir", None, ["--dir_path", str(tmp_path / "none"), "--csv_path", str(tmp_path / "o.csv")]
+    elif case == "bad_stranger_rate":
+        extra = ["--max_stranger_rate", "0"]
+    elif case == "bad_impostor_table":
+        extra = ["--model_path", shipped_copy(tmp_path, {"tails": [0.1], "distances": {"1": [0.2, 0.9]}})]
     args = ["--mode", mode, "--gallery_dir", gallery_dir, "--gallery_path", gallery_path, "--cuda", "False", *extra]
     monkeypatch.setattr(sys, "argv", [PREDICT, *args, *([photo] if photo else [])])
     monkeypatch.chdir(ROOT)
@@ -352,8 +357,39 @@ def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, c
                 "other_weights": "built with other weights", "unreadable_gallery_file": "not a readable gallery file",
                 "no_face_photo": "wall.jpg: no face found", "unreadable_photo": "notes.jpg: not an image file",
                 "two_photos": "identify takes one photo", "bad_mode": "--mode must be one of verify, identify, dir",
-                "missing_dir": "no such folder of photos"}
+                "missing_dir": "no such folder of photos", "bad_stranger_rate": "--max_stranger_rate must be above 0",
+                "bad_impostor_table": "impostors row '1' must be"}
     assert expected[case] in line
+
+
+def shipped_copy(directory, impostors: dict) -> str:
+    """The shipped weights under another name, with their JSON but the given impostor table."""
+    path = os.path.join(directory, "shipped_copy.pth")
+    shutil.copy(os.path.join(ROOT, "model_data", "facenet_mobilenet.pth"), path)
+    with open(os.path.join(ROOT, "model_data", "facenet_mobilenet.json")) as handle:
+        info = {key: value for key, value in json.load(handle).items()
+                if key in ("backbone", "input_shape", "threshold")}
+    with open(os.path.join(directory, "shipped_copy.json"), "w") as handle:
+        json.dump({**info, open_set.TABLE_KEY: impostors}, handle)
+    return path
+
+
+def test_identify_threshold_follows_the_stranger_rate(known, tmp_path, monkeypatch, capsys):
+    """Without --threshold the gallery's threshold comes from the weights' impostor table and says so."""
+    table = {"tails": [0.5, 0.1, 0.01, 0.001], "distances": {"1": [1.4, 1.1, 0.85, 0.65], "2": [1.4, 1.12, 0.9, 0.7]},
+             "measured_on": "a test table"}
+    options = identify_options(known)[:-2]  # no --threshold
+    for rate in ("0.01", "0.1"):
+        monkeypatch.setattr(sys, "argv", [PREDICT, "--mode", "identify", str(known["photos"] / "group.jpg"), *options,
+                                          "--model_path", shipped_copy(tmp_path, table), "--max_stranger_rate", rate])
+        monkeypatch.chdir(ROOT)
+        runpy.run_path(PREDICT, run_name="__main__")
+        out = capsys.readouterr().out
+        expected = open_set.table_threshold(table, [2, 2, 2], "mean", float(rate))
+        assert (f"threshold {expected:.3f} for a gallery of 3 people x 2 images at <={rate} strangers named: "
+                "from the weights' impostor statistics (a test table)") in out
+        assert f"unknown above distance {expected:.3f}" in out
+    assert 0.85 < open_set.table_threshold(table, [2, 2, 2], "mean", 0.1) < 1.12
 
 
 def test_identify_asks_for_photos_until_end_of_input(known, tmp_path, monkeypatch, capsys):

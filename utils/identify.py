@@ -2,7 +2,9 @@
 
 Each face MTCNN finds is cropped as the gallery faces are (crop mode, 160 px, margin 32, then the
 network input), all faces of a photo are embedded in one pass, and each gets the nearest gallery
-person, or ``unknown`` when that person is farther than the threshold that travels with the weights.
+person, or ``unknown`` when that person is farther than the threshold. That threshold is chosen for
+the gallery at hand so that at most ``max_stranger_rate`` of strangers get a name (utils/open_set.py),
+unless --threshold is given.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from tqdm import tqdm
 
 from facenet import ALIGNED_KEY, Facenet, facenet_kwargs, is_interactive_backend
 from utils import gallery as galleries
-from utils.checkpoint import save_figure, write_text_atomic
-from utils.config import UserError, check_output_file, print_settings
+from utils import open_set
+from utils.checkpoint import CheckpointError, read_weights_info, save_figure, weights_info_path, write_text_atomic
+from utils.config import UserError, check_number, check_output_file, print_settings
 from utils.detect import align_face
 from utils.image import ImageError, list_images, open_rgb
 
@@ -151,8 +154,8 @@ def identify_folder(model: Facenet, search: galleries.PersonSearch, dir_path: st
     return counts
 
 
-def open_gallery(model: Facenet, gallery_dir: str, gallery_path: str) -> galleries.PersonSearch:
-    """Update the gallery file from its folder, print what changed and what was skipped, return its search."""
+def open_gallery(model: Facenet, gallery_dir: str, gallery_path: str) -> galleries.Gallery:
+    """Update the gallery file from its folder, print what changed and what was skipped, return it."""
     gallery, report = galleries.update(model, gallery_dir, gallery_path)
     if report.moved_from:
         print(f"note: {gallery_path} was built from {report.moved_from}; rebuilt for {gallery_dir}")
@@ -161,7 +164,26 @@ def open_gallery(model: Facenet, gallery_dir: str, gallery_path: str) -> galleri
     print(f"gallery: {len(gallery.paths)} images of {len(gallery.people)} people from {gallery_dir} "
           f"({report.added} new, {report.changed} changed, {report.removed} removed, {report.kept} unchanged, "
           f"{len(report.skipped)} skipped){', saved to ' + gallery_path if report.saved else ''}")
-    return gallery.search()
+    return gallery
+
+
+def set_gallery_threshold(model: Facenet, gallery: galleries.Gallery, max_stranger_rate: float, given: bool) -> None:
+    """Set ``model.threshold`` for naming people of ``gallery`` with at most ``max_stranger_rate`` of
+    strangers named (utils.open_set, from the weights' impostor table in their JSON and the gallery
+    itself) and print it and why; a threshold the user gave is kept."""
+    if given:
+        print(f"threshold {model.threshold:.3f} (--threshold); --max_stranger_rate not used")
+        return
+    table = read_weights_info(model.weights).get(open_set.TABLE_KEY)
+    try:
+        table = None if table is None else open_set.check_table(table)
+    except ValueError as err:
+        raise CheckpointError(f"{weights_info_path(model.weights)}: {err}; run eval_LFW.py again, "
+                              "or delete the key") from None
+    choice = open_set.choose_threshold(gallery.embeddings, np.array(gallery.names), galleries.DEFAULT_RULE,
+                                       max_stranger_rate, table, model.threshold)
+    model.threshold = choice.threshold
+    print(choice.reason)
 
 
 def ask(prompt: str, resolve: Callable[[str], str]) -> str:
@@ -185,10 +207,13 @@ def run(mode: str, paths: list[str], settings: dict, resolve: Callable[[str], st
     check_output_file("gallery_path", settings["gallery_path"], (".npz",))
     if mode == "dir":
         check_output_file("csv_path", settings["csv_path"], (".csv",))
-    print_settings({key: settings[key] for key in ("mode", "gallery_dir", "gallery_path")
+    print_settings({key: settings[key] for key in ("mode", "gallery_dir", "gallery_path", "max_stranger_rate")
                     + (("dir_path", "csv_path") if mode == "dir" else ())})
+    rate = check_number("max_stranger_rate", settings["max_stranger_rate"], 0, 0.5, low_open=True)
     model = Facenet(**{**facenet_kwargs(settings), "align": True}, verbose=True)
-    search = open_gallery(model, settings["gallery_dir"], settings["gallery_path"])
+    gallery = open_gallery(model, settings["gallery_dir"], settings["gallery_path"])
+    set_gallery_threshold(model, gallery, rate, settings["threshold"] is not None)
+    search = gallery.search()
     if mode == "dir":
         counts = identify_folder(model, search, settings["dir_path"], settings["csv_path"])
         print(f"{settings['csv_path']}: {counts['photos']} photos, {counts['faces']} faces ({counts['named']} "

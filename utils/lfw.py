@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from utils import verification
+from utils import open_set, verification
 from utils.checkpoint import save_figure
 from utils.config import UserError
 from utils.image import ImageError, decode_rgb, open_rgb, preprocess
@@ -196,11 +196,12 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
 
 def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], letterbox: bool,
                  batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
-                 progress: bool = True, precision: str = "fp32") -> dict:
+                 progress: bool = True, precision: str = "fp32", impostors: bool = False) -> dict:
     """Embed the images of ``pairs`` and return ``verification.evaluate`` on their distances.
 
     The distance is the Euclidean distance between L2-normalised embeddings (0..2), the one
-    facenet.py compares with ``threshold``. Adds the image count, flip and embedding speed.
+    facenet.py compares with ``threshold``. Adds the image count, flip and embedding speed, and with
+    ``impostors`` the impostor table of these images' people (``utils.open_set``, for 1:N thresholds).
     """
     start = time.perf_counter()
     embeddings = embed_paths(model, pairs.paths, input_shape, letterbox, batch_size, device, flip=flip,
@@ -212,6 +213,11 @@ def evaluate_lfw(model: nn.Module, pairs: LFWPairs, input_shape: list[int], lett
     result.update(distance="euclidean between L2-normalised embeddings", flip=flip, precision=precision,
                   num_images=len(pairs.paths), embed_seconds=seconds,
                   images_per_second=len(pairs.paths) / seconds)
+    if impostors:
+        people = [os.path.basename(os.path.dirname(path)) for path in pairs.paths]
+        folds = ",".join(map(str, result["folds"]))
+        result[open_set.TABLE_KEY] = open_set.impostor_table(embeddings, people, f"LFW folds {folds}, "
+                                                             f"{len(people)} images of {len(set(people))} people")
     return result
 
 
