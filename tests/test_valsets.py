@@ -68,7 +68,8 @@ def test_calfw_lists_give_folds_to_positives_and_deal_negatives_in_order(tmp_pat
     rows = [("Abdullah_0001.jpg", "Abdullah_0002.jpg", 1), ("Aaron_Sorkin_0001.jpg", "Aaron_Sorkin_0002.jpg", 1),
             ("Abdullah_0002.jpg", "Abdullah_0003.jpg", 2), ("Abdullah_Gul_0001.jpg", "Abdullah_Gul_0006.jpg", 2),
             ("Abdullah_0001.jpg", "Teresa_Heinz_Kerry_0001.jpg", 0), ("Abdullah_0003.jpg", "Samuel_Waksal_0001.jpg", 0),
-            ("Adrien_Brody_0003.jpg", "Damon_Dash_0001.jpg", 0), ("Abbas_Kiarostami_0001.jpg", "Fujio_Mitarai_0001.jpg", 0)]
+            ("Adrien_Brody_0003.jpg", "Damon_Dash_0001.jpg", 0),
+            ("Abbas_Kiarostami_0001.jpg", "Fujio_Mitarai_0001.jpg", 0)]
     path = write_pairs_list(tmp_path, rows)
     pairs = read_pairs_list(path)
     assert pairs.issame.tolist() == [True] * 4 + [False] * 4
