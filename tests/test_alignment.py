@@ -44,7 +44,6 @@ def test_warped_landmarks_are_recognised():
     assert not is_warped(on_template + 20, (224, 224)) and not is_warped(on_template, (224, 200))
 
 
-@pytest.mark.slow
 def test_warp_trained_weights_warp_raw_photos_and_warn_on_crops(tmp_path):
     from facenet import Facenet
     weights = tmp_path / "warp.pth"

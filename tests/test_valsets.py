@@ -39,7 +39,6 @@ NUMBERS = ("accuracy_mean", "accuracy_std", "fold_accuracies", "threshold_mean",
            "far", "auc", "eer", "roc_fpr", "roc_tpr", "same_distance_mean", "diff_distance_mean")
 
 
-@pytest.mark.slow
 def test_a_bin_built_from_lfw_scores_as_the_folder_number_for_number(tmp_path, model):
     folder = load_pairs(PAIRS, IMAGES)
     binset = load_set(lfw_bin(tmp_path / "lfw.bin"), folds=3)  # the fixture's 3 sets of 6 pairs
