@@ -25,7 +25,8 @@ precision = "fp32"                          # fp32 | bf16 (bfloat16 autocast) | 
 json_save_path = "model_data/lfw_eval.json"
 bin_path = ""                               # .bin sets (lfw.bin, cfp_fp.bin ...): files or folders, comma-separated;
                                             # scored instead of the LFW folder, one row per set
-pairs_list_path = ""                        # CALFW / CPLFW lists (pairs_CALFW.txt ...), images in "aligned images" beside
+pairs_list_path = ""                        # CALFW / CPLFW lists (pairs_CALFW.txt ...), comma-separated; their
+                                            # images in "aligned images" beside each
 bin_folds = 10                              # folds of consecutive pairs in a .bin (insightface's protocol)
 #------------------------------------------------------------------
 import time

@@ -111,7 +111,8 @@ def check_settings(cfg: dict, world: int) -> None:
     resolve_workers(cfg["num_workers"], cuda=False)
     for name, low in (("batch_size", 1), ("Epoch", 1), ("Init_Epoch", 0), ("run_epochs", 0),
                       ("images_per_person", 2), ("save_period", 1), ("bin_folds", 2), ("margin", 0),
-                      ("triplet_weight", 0), ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0), ("tail_ratio", 0),
+                      ("triplet_weight", 0), ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0),
+                      ("tail_ratio", 0),
                       ("distill_weight", 0), ("distill_pair_weight", 0), ("cls_scale", 0), ("cls_margin", 0)):
         if cfg[name] < low:
             raise TrainingError(f"--{name} must be at least {low}, not {cfg[name]}")

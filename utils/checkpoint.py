@@ -11,6 +11,7 @@ backbone, the input_shape it was trained at and, once measured by eval_LFW.py, t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -20,7 +21,7 @@ import pickle
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -174,12 +175,23 @@ def save_atomic(obj: object, path: str) -> None:
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write a file (JSON, PNG, logs) through a temporary file and a rename."""
+    with atomic_stream(path, sync=False) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str, sync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file written under a temporary name beside ``path`` and renamed onto it once complete
+    (flushed to disk first with ``sync``), for files too large to hold in memory."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

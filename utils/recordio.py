@@ -17,10 +17,8 @@ that decodes the records; every loader process opens the file itself.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -29,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.alignment import alignment_record, folder_alignment
+from utils.checkpoint import atomic_stream
 from utils.config import UserError
 from utils.dataloader import Annotation, AnnotationError, FaceDataset
 from utils.image import ImageError, decode_rgb, open_rgb
@@ -316,25 +315,6 @@ def training_alignment(annotation: Annotation, setting: str) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- writing a face pack
-
-@contextlib.contextmanager
-def atomic_stream(path: str) -> Iterator:
-    """A binary file written under a temporary name beside ``path`` and renamed onto it when complete."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
 
 def write_pack(rec_path: str, labels: np.ndarray, images: Iterable[bytes], progress: bool = True) -> dict:
     """Write ``rec_path`` and its ``.idx`` in insightface's layout: images (encoded bytes, grouped by

@@ -29,6 +29,7 @@ from utils.lfw import LFWPairs, MissingLFWError, PairsError, evaluate_lfw
 
 PAIRS_LIST_IMAGES = "aligned images"
 LFW_FOLDER_SET = "lfw"
+INSIGHTFACE_SIZE = (112, 112)
 
 
 @dataclass
@@ -73,10 +74,11 @@ def load_set(path: str, folds: int = DEFAULT_FOLDS, name: str | None = None) -> 
         return ValSet(name, path, read_pairs_list(path))
     images, issame = read_bin(path)
     n = len(issame)
-    side = Image.open(io.BytesIO(images[0])).size[0]
+    size = Image.open(io.BytesIO(images[0])).size
     pairs = LFWPairs(paths=images, left=np.arange(0, 2 * n, 2), right=np.arange(1, 2 * n, 2), issame=issame,
                      fold=kfold_ids(n, folds))
-    return ValSet(name, path, pairs, Alignment("warp", side))
+    # insightface's sets are five-point warps of 112 x 112; a .bin of another size says nothing of its kind
+    return ValSet(name, path, pairs, Alignment("warp", 112) if size == INSIGHTFACE_SIZE else None)
 
 
 def load_sets(spec: str | list | tuple, folds: int = DEFAULT_FOLDS, taken: tuple[str, ...] = ()) -> list[ValSet]:
