@@ -49,9 +49,8 @@ def identify_faces(model: Facenet, search: galleries.PersonSearch, image: Image.
     order = sorted(range(len(detections.boxes)), key=lambda i: detections.boxes[i][0])
     if not order:
         return []
-    faces = []
+    faces, alignment = [], model.alignment
     for index in order:
-        alignment = model.alignment
         face = align_face(image, detections, alignment.mode, alignment.size, alignment.margin, index=index)
         face.info[ALIGNED_KEY] = True
         faces.append(face)
