@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from nets.facenet import BACKBONES, Facenet
+from nets.facenet import BACKBONES, FacenetNet
 from utils.alignment import alignment_of, folder_alignment, mismatch_warning
 from utils.checkpoint import (figure_extensions, file_sha256, load_weights, model_settings, read_weights_info,
                               write_json)
@@ -84,7 +84,7 @@ def main() -> None:
     for message in filter(None, sets_warnings):
         print(message)
     # -- end of the sets
-    model = Facenet(found.backbone, mode="predict")
+    model = FacenetNet(found.backbone)
     load_weights(model, model_path, purpose="predict")
     model.to(device)
     if sets is not None:

@@ -4,9 +4,10 @@
     python predict.py img/1_001.jpg img/1_002.jpg --onnx_path model_data/facenet_mobilenet.onnx
 
 The file takes ``images`` (N, 3, H, W) float32 pixels / 255 at the weights' input size, any batch size
-N, and gives ``embeddings`` (N, 128), L2-normalised. The check: the largest absolute difference of the
-sample images' embeddings, PyTorch against onnxruntime at batch sizes 1 and all, must stay below
-``tolerance``, and every pair of them must get the same verdict from both. Exit status 1 when it fails.
+N, and gives ``embeddings`` (N, 128), L2-normalised. The check runs the sample images through
+``facenet.Facenet`` twice, as predict.py does, on the weights and on the ONNX file: the largest absolute
+difference of their embeddings (batch of all and one by one) must stay below ``tolerance``, and every
+pair of them must get the same verdict from both. Exit status 1 when it fails.
 """
 #------- settings (edit here or override as --name value) -------
 model_path = "model_data/facenet_mobilenet.pth"  # trained weights
@@ -30,13 +31,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facenet import DEFAULT_INPUT_SHAPE, FALLBACK_THRESHOLD
-from nets.facenet import Facenet
-from utils.checkpoint import load_weights, model_settings, weights_info_path, write_bytes_atomic, write_weights_info
+from facenet import DEFAULT_INPUT_SHAPE, Facenet
+from utils.checkpoint import (model_settings, read_weights_info, weights_info_path, write_bytes_atomic,
+                              write_weights_info)
 from utils.config import configure, print_settings, run_main, settings_of
-from utils.image import open_rgb, preprocess
-from utils.onnx_model import OnnxEmbedder, onnx_bytes
-from utils.runtime import embed, inference_copy
+from utils.onnx_model import check_onnx_target, onnx_bytes
+from utils.runtime import Embedder
 
 
 def images_per_second(run: Callable[[torch.Tensor], object], batch: torch.Tensor, seconds: float) -> float:
@@ -50,26 +50,23 @@ def images_per_second(run: Callable[[torch.Tensor], object], batch: torch.Tensor
     return calls * len(batch) / (time.perf_counter() - start)
 
 
-def check(model: Facenet, embedder: OnnxEmbedder, inputs: torch.Tensor, names: list[str],
-          threshold: float) -> bool:
-    """Print and return whether onnxruntime gives PyTorch's embeddings (batch of all and one by one)
-    and the same verdict on every pair of ``names``."""
-    with torch.inference_mode():
-        reference = model.embed(inputs).numpy()
-    together = embedder(inputs).numpy()
-    alone = np.concatenate([embedder(x[None]).numpy() for x in inputs])
+def check(by_torch: Facenet, by_onnx: Facenet, names: list[str]) -> bool:
+    """Print and return whether the ONNX file gives the PyTorch weights' embeddings through ``Facenet``
+    (batch of all and one by one) and the same verdict on every pair of the images ``names``."""
+    reference = by_torch.embed(names)
+    together = by_onnx.embed(names)
+    alone = np.concatenate([by_onnx.embed([name]) for name in names])
     difference = float(max(np.abs(together - reference).max(), np.abs(alone - reference).max()))
     ok = difference < tolerance
-    print(f"largest embedding difference, onnxruntime vs PyTorch (batch {len(inputs)} and 1): "
+    print(f"largest embedding difference, onnxruntime vs PyTorch (batch {len(names)} and 1): "
           f"{difference:.2e} ({'below' if ok else 'NOT below'} {tolerance:g})")
     for i, j in itertools.combinations(range(len(names)), 2):
         d_torch = float(np.linalg.norm(reference[i] - reference[j]))
         d_onnx = float(np.linalg.norm(together[i] - together[j]))
-        same = (d_torch < threshold) == (d_onnx < threshold)
+        same = by_torch.verdict(d_torch) == by_onnx.verdict(d_onnx)
         ok &= same
         print(f"  {names[i]} vs {names[j]}: PyTorch {d_torch:.4f}, onnxruntime {d_onnx:.4f} -> "
-              f"{'same person' if d_onnx < threshold else 'different people'}"
-              f"{'' if same else ' (VERDICTS DIFFER)'}")
+              f"{by_onnx.verdict(d_onnx)}{'' if same else ' (VERDICTS DIFFER)'}")
     return ok
 
 
@@ -80,43 +77,38 @@ def main() -> None:
     for message in found.messages:
         print(message)
     shape = found.input_shape
-    target = onnx_path or os.path.splitext(model_path)[0] + ".onnx"
-    threshold = FALLBACK_THRESHOLD if found.threshold is None else found.threshold
+    target = check_onnx_target(onnx_path or os.path.splitext(model_path)[0] + ".onnx",
+                               [model_path, weights_info_path(model_path), *check_images])
+    # The weights as predict.py runs them (folded, on the CPU): the file is their embedding function.
+    by_torch = Facenet(model_path=model_path, backbone=found.backbone, input_shape=shape,
+                       letterbox_image=letterbox_image, cuda=False, align=False, figure=False)
     print_settings({**settings_of(globals()), "backbone": found.backbone, "input_shape": shape,
-                    "onnx_path": target, "threshold": threshold, "threads": torch.get_num_threads()})
-    model = Facenet(found.backbone, mode="predict")
-    load_weights(model, model_path, purpose="predict")
-    model.eval()
-    inputs = torch.stack([preprocess(open_rgb(path), shape, letterbox_image) for path in check_images])
+                    "onnx_path": target, "threshold": by_torch.threshold, "threads": torch.get_num_threads()})
 
     start = time.perf_counter()
-    write_bytes_atomic(target, onnx_bytes(model, shape, opset))
+    write_bytes_atomic(target, onnx_bytes(by_torch.embedder.net, shape, opset))
     print(f"wrote {target} ({os.path.getsize(target) / 2 ** 20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
-    # The threshold and input size travel with the file, as they do with the weights (facenet.py reads them).
+    # The threshold, input size and alignment travel with the file, as they do with the weights.
     if weights_info_path(target) != weights_info_path(model_path):
-        print(f"wrote {write_weights_info(target, found.backbone, shape, found.threshold, {'exported_from': model_path})}")
+        extra = {key: value for key, value in read_weights_info(model_path).items() if key == "alignment"}
+        extra["exported_from"] = model_path
+        print(f"wrote {write_weights_info(target, found.backbone, shape, found.threshold, extra)}")
 
-    embedder = OnnxEmbedder(target)
-    ok = check(model, embedder, inputs, check_images, threshold)
+    by_onnx = Facenet(onnx_path=target, letterbox_image=letterbox_image, cuda=False, align=False, figure=False,
+                      threshold=by_torch.threshold)
+    ok = check(by_torch, by_onnx, check_images)
 
-    net = inference_copy(model).to(memory_format=torch.channels_last)
     batch = torch.rand(speed_batch, 3, shape[0], shape[1])
-
-    def pytorch(precision: str) -> Callable[[torch.Tensor], object]:
-        def run(x: torch.Tensor) -> object:
-            with torch.inference_mode():
-                return embed(net, x.contiguous(memory_format=torch.channels_last), precision)
-        return run
-
-    rates = {"PyTorch fp32": images_per_second(pytorch("fp32"), batch, speed_seconds),
-             "PyTorch bf16": images_per_second(pytorch("bf16"), batch, speed_seconds),
-             "onnxruntime fp32": images_per_second(embedder, batch, speed_seconds)}
+    rates = {"PyTorch fp32": images_per_second(by_torch.embedder, batch, speed_seconds),
+             "PyTorch bf16": images_per_second(Embedder(by_torch.embedder.net, "cpu", "bf16"), batch, speed_seconds),
+             "onnxruntime fp32": images_per_second(by_onnx.embedder, batch, speed_seconds)}
     print(f"speed, batch {speed_batch} at {shape[0]}x{shape[1]}, {torch.get_num_threads()} threads, "
           f"BatchNorm folded in both:")
     for name, rate in rates.items():
         print(f"  {name:<17} {rate:8.1f} images/s  ({rate / rates['PyTorch fp32']:.2f}x PyTorch fp32)")
     if not ok:
-        sys.exit(f"error: the ONNX check failed: {target} does not reproduce {model_path}")
+        print(f"error: the ONNX check failed: {target} does not reproduce {model_path}", file=sys.stderr)
+        sys.exit(1)
     print(f"check passed: {target} gives the embeddings and verdicts of {model_path}")
 
 

@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from nets.facenet import BACKBONES
-from nets.facenet import Facenet as FacenetNet
+from nets.facenet import BACKBONES, FacenetNet
 from utils.alignment import alignment_of, is_warped
 from utils.checkpoint import (CheckpointError, ModelSettings, load_weights, model_settings, read_weights_info,
                               save_figure, threshold_setting, weights_info_path)
 from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
-from utils.runtime import SettingError, check_precision, embed_batch, inference_copy
+from utils.runtime import Embedder, SettingError, check_precision
 
 if TYPE_CHECKING:
     from utils.detect import Detections
@@ -54,6 +53,8 @@ TIGHT_ASPECT = 1.25
 COLLAPSED_DISTANCE = 1e-3
 # Inputs (pixels / 255) differing by less than this on average count as the same image.
 SAME_IMAGE = 0.01
+# Facenet.embed decodes this many images at a time (about 10 MB of network input at 160 px).
+EMBED_BATCH = 32
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
@@ -87,6 +88,16 @@ def repository_path(path: str, default: str) -> str:
     if path == default and not os.path.isabs(path) and not os.path.exists(path):
         return os.path.join(REPOSITORY, path)
     return path
+
+
+def check_paths(model_path: object, onnx_path: object) -> None:
+    """UserError unless ``onnx_path`` is a path or "" and, without it, ``model_path`` is a path."""
+    if not isinstance(onnx_path, (str, os.PathLike)):
+        raise UserError(f"onnx_path must be the path of an ONNX file written by export.py, or \"\" for none, "
+                        f"not {onnx_path!r}")
+    if not onnx_path and (not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path)):
+        raise UserError(f"model_path must be the path of a weights file (.pth), not {model_path!r}; leave it "
+                        "out for the shipped model_data/facenet_mobilenet.pth")
 
 
 def normalise_align(value: object) -> str | bool:
@@ -164,7 +175,9 @@ class Facenet:
     def generate(self) -> None:
         """Check the settings, build the network (or open the ONNX file), load the weights strictly, pick
         the device, the precision and the threshold. Unusable settings raise a UserError naming them."""
-        self.model_path = repository_path(self.model_path, self._defaults["model_path"])
+        check_paths(self.model_path, self.onnx_path)
+        if not self.onnx_path:
+            self.model_path = repository_path(os.fspath(self.model_path), self._defaults["model_path"])
         self.align = normalise_align(self.align)
         for name in ("letterbox_image", "cuda", "flip", "figure", "verbose"):
             check_bool(name, getattr(self, name))
@@ -172,7 +185,7 @@ class Facenet:
             check_choice("backbone", self.backbone, BACKBONES)
         if self.input_shape is not None:
             self.input_shape = check_input_shape("input_shape", self.input_shape)
-        self.net = self.onnx = None
+        self.onnx = None
         if self.cuda and not self.onnx_path and not torch.cuda.is_available():
             self.say("note: cuda=True but no GPU is available; running on the CPU")
         use_cuda = self.cuda and not self.onnx_path and torch.cuda.is_available()
@@ -220,10 +233,9 @@ class Facenet:
                                DEFAULT_INPUT_SHAPE)
         self.backbone, self.input_shape = found.backbone, found.input_shape
         self.alignment = alignment_of(read_weights_info(self.model_path), weights_info_path(self.model_path))
-        net = FacenetNet(backbone=self.backbone, mode="predict")
+        net = FacenetNet(backbone=self.backbone)
         load_weights(net, self.model_path, purpose="predict", verbose=self.verbose)
-        self.net = inference_copy(net).to(self.device, memory_format=torch.channels_last)
-        self.embedding_size = net.Bottleneck.out_features
+        self.embedder = Embedder(net, self.device, self.precision, self.flip)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         return found
@@ -242,7 +254,7 @@ class Facenet:
                                   f"{','.join(map(str, self.input_shape))}; leave --input_shape unset or "
                                   "export again with python export.py --input_shape ...")
         self.input_shape = self.onnx.input_shape
-        self.embedding_size = self.onnx.embedding_size
+        self.embedder = Embedder(self.onnx, self.device, self.precision, self.flip)
         info = read_weights_info(self.onnx_path)
         self.backbone = info.get("backbone", self.backbone)
         self.alignment = alignment_of(info, weights_info_path(self.onnx_path))
@@ -297,17 +309,21 @@ class Facenet:
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised embeddings of a preprocessed batch, as float32 (N, 128); NaN is an error."""
-        embeddings = embed_batch(self.onnx or self.net, batch, self.device, flip=self.flip, precision=self.precision)
+        embeddings = self.embedder(batch)
         if not np.isfinite(embeddings).all():
             raise EmbeddingError(f"{self.weights}: the embeddings are NaN or infinite: these weights are "
                                  "broken (a diverged training run?); use other weights")
         return embeddings
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """L2-normalised embeddings (N, 128) float32 of image paths or PIL images, in one batch."""
-        if len(images) == 0:
-            return np.zeros((0, self.embedding_size), dtype=np.float32)
-        return self._forward(self._inputs(images)[0])
+        """L2-normalised embeddings (N, 128) float32 of a list of image paths or PIL images, decoded and
+        run ``EMBED_BATCH`` at a time, so that memory stays bounded however many there are."""
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            raise UserError(f"Facenet.embed takes a list of images, not one: write embed([{images!r}])")
+        images = list(images)
+        chunks = [self._forward(self._inputs(images[i:i + EMBED_BATCH])[0])
+                  for i in range(0, len(images), EMBED_BATCH)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedder.embedding_size), np.float32)
 
     def verdict(self, distance: float) -> str:
         """'same person' when ``distance`` is below the threshold, else 'different people'."""

@@ -85,7 +85,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.checkpoint import load_weights, save_atomic, write_weights_info
 from utils.config import configure, print_settings, run_main, settings_of
 from utils.dataloader import (PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
@@ -171,8 +171,8 @@ def load_lfw(cfg: dict):
         raise TrainingError(f"LFW evaluation: {err}; or train without it: --lfw_eval_flag False") from None
 
 
-def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> Facenet:
-    model = Facenet(cfg["backbone"], num_classes=num_classes, mode="train",
+def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> FacenetNet:
+    model = FacenetNet(cfg["backbone"], num_classes=num_classes,
                     cosine_classifier=cfg["classifier_loss"] != "softmax")
     if checkpoint is not None:
         if checkpoint["num_classes"] != num_classes:
@@ -250,7 +250,7 @@ class Session:
     channels_last: bool
     workers: int                    # data-loading processes (num_workers resolved)
     num_classes: int
-    model: Facenet                  # the module whose weights are saved
+    model: FacenetNet               # the module whose weights are saved
     model_train: torch.nn.Module    # the one that is stepped (DDP / SyncBN wrapper or the model)
     optimizer: torch.optim.Optimizer
     lr_at: object
@@ -440,7 +440,7 @@ def train(cfg: dict, given: set[str] | None = None) -> None:
         dist.destroy_process_group()
 
 
-def save_epoch(cfg: dict, model: Facenet, optimizer, precision: Precision, history: History, row: dict,
+def save_epoch(cfg: dict, model: FacenetNet, optimizer, precision: Precision, history: History, row: dict,
                best: dict | None, states: list, num_classes: int, alignment: dict | None = None) -> dict:
     """Write the history, the weights files and the resume checkpoint of one epoch; return the best so far."""
     epoch = row["epoch"]

@@ -33,13 +33,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.checkpoint import load_weights
 from utils.config import configure, fail, print_settings, settings_of
 from utils.image import open_rgb, preprocess
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds
-from utils.runtime import (CPU_SLICE, SettingError, available_cores, check_precision, embed, inference_copy,
-                           resolve_workers)
+from utils.runtime import CPU_SLICE, Embedder, SettingError, available_cores, check_precision, resolve_workers
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -56,13 +55,12 @@ def per_image_costs(model: torch.nn.Module, paths: list[str], count: int = 256) 
         start = time.perf_counter()
         images = torch.stack([preprocess(open_rgb(p), input_shape, letterbox_image) for p in paths[:count]])
         decode = time.perf_counter() - start
-        net = inference_copy(model).cpu().to(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            embed(net, images[:CPU_SLICE].contiguous(memory_format=torch.channels_last))
-            start = time.perf_counter()
-            for part in images.split(CPU_SLICE):
-                embed(net, part.contiguous(memory_format=torch.channels_last))
-            network = time.perf_counter() - start
+        embedder = Embedder(model, "cpu")
+        embedder(images[:CPU_SLICE])
+        start = time.perf_counter()
+        for part in images.split(CPU_SLICE):
+            embedder(part)
+        network = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
     return 1000 * decode / len(images), 1000 * network / len(images)
@@ -87,7 +85,7 @@ def main() -> None:
         print(f"note: no complete aligned LFW in lfw/ ({str(err)[:80]}...); using raw {lfw_dir}")
         pairs = load_pairs(pairs_path, lfw_dir, parse_folds(folds))
     print_settings({**settings_of(globals()), "lfw_dir": lfw_dir, "torch_threads": torch.get_num_threads()})
-    model = Facenet(backbone, mode="predict")
+    model = FacenetNet(backbone)
     if model_path and os.path.isfile(model_path):
         load_weights(model, model_path, purpose="predict")
     else:

@@ -25,18 +25,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.checkpoint import load_weights
 from utils.config import configure, print_settings, settings_of
 from utils.onnx_model import OnnxEmbedder, onnx_bytes
-from utils.runtime import available_cores, embed, inference_copy
+from utils.runtime import Embedder, available_cores
 
 
 def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     print_settings({**settings_of(globals()), "torch_threads": torch.get_num_threads()})
-    model = Facenet(backbone, mode="predict")
+    model = FacenetNet(backbone)
     if model_path and os.path.isfile(model_path):
         load_weights(model, model_path, purpose="predict")
     model.eval()
@@ -46,16 +46,8 @@ def main() -> None:
         handle.write(onnx_bytes(model, input_shape))
     print(f"export {time.perf_counter() - start:.1f} s; {available_cores()} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
-    net = inference_copy(model).to(memory_format=torch.channels_last)
-    onnx = OnnxEmbedder(path)
-
-    def pytorch(precision: str):
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return embed(net, x.contiguous(memory_format=torch.channels_last), precision)
-        return run
-
-    runtimes = {"PyTorch fp32": pytorch("fp32"), "PyTorch bf16": pytorch("bf16"), "onnxruntime fp32": onnx}
+    runtimes = {"PyTorch fp32": Embedder(model, "cpu", "fp32"), "PyTorch bf16": Embedder(model, "cpu", "bf16"),
+                "onnxruntime fp32": Embedder(OnnxEmbedder(path))}
     for size in batches:
         x = torch.rand(size, 3, input_shape[0], input_shape[1])
         wall = dict.fromkeys(runtimes, 0.0)

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 import torch
 
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from txt_annotation import annotate
 from utils.config import configure, fail
 from utils.dataloader import Annotation, PersonIndex, TripletBatchSampler, make_loader, read_annotation
@@ -80,7 +80,7 @@ def loader_speed(annotation: Annotation, workers: int) -> float:
 def training_speed(annotation: Annotation, workers: int) -> float:
     """Images/s of ``train_steps`` training steps fed by the loader."""
     torch.manual_seed(0)
-    model = Facenet("mobilenet", num_classes=annotation.num_classes, mode="train").to(memory_format=torch.channels_last)
+    model = FacenetNet("mobilenet", num_classes=annotation.num_classes).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), "adam", 1e-3, 0.9, 0.0)
     stats = train_one_epoch(model, loader_for(annotation, train_steps, workers), optimizer, Criterion(),
                             torch.device("cpu"), Precision(), True, desc="training", progress=False)

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from txt_annotation import annotate
 from utils.config import configure, fail
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
@@ -71,7 +71,7 @@ def timed(batches, step, count: int) -> tuple[float, float]:
 
 def make_step(num_classes: int, criterion: Criterion, name: str, compiled: bool):
     torch.manual_seed(0)
-    model = Facenet(backbone, num_classes=num_classes).to(memory_format=torch.channels_last)
+    model = FacenetNet(backbone, num_classes=num_classes).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), "adam", 1e-4, 0.9, 0.0)
     return step_fn(torch.compile(model) if compiled else model, optimizer, criterion, Precision.named(name))
 

@@ -1,4 +1,4 @@
-"""The FaceNet model: a backbone, then pooling, dropout, a 128-d bottleneck and L2 normalisation."""
+"""The FaceNet network: a backbone, then pooling, dropout, a 128-d bottleneck and L2 normalisation."""
 from __future__ import annotations
 
 import torch
@@ -11,26 +11,21 @@ from nets.mobilenet import MobileNetV1
 BACKBONES = {"mobilenet": MobileNetV1, "inception_resnetv1": InceptionResnetV1}
 
 
-class Facenet(nn.Module):
+class FacenetNet(nn.Module):
     """FaceNet head on a MobileNetV1 or Inception-ResNet-V1 backbone.
 
-    In ``train`` mode the forward returns (L2-normalised embedding, class logits); the classifier
-    reads the embedding before normalisation, or with ``cosine_classifier`` gives the cosines between
-    the normalised embedding and its normalised weight rows (for a margin softmax; same parameters, so
-    checkpoints keep one key layout). In ``predict`` mode it returns the embedding only.
-    Parameter names match the original repository's released weights.
+    ``embed`` is the one embedding function (inference, evaluation and the ONNX file all run it).
+    With ``num_classes`` the network also has a classifier for training: ``forward`` gives
+    (embedding, class logits), the logits from ``classify``. Parameter names match the original
+    repository's released weights, with or without the classifier.
     """
 
     def __init__(self, backbone: str = "mobilenet", dropout_keep_prob: float = 0.5,
-                 embedding_size: int = 128, num_classes: int | None = None, mode: str = "train",
+                 embedding_size: int = 128, num_classes: int | None = None,
                  cosine_classifier: bool = False) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unsupported backbone {backbone!r}; use one of {', '.join(BACKBONES)}")
-        if mode not in ("train", "predict"):
-            raise ValueError(f"mode must be 'train' or 'predict', not {mode!r}")
-        if mode == "train" and not num_classes:
-            raise ValueError("train mode needs num_classes for the classifier")
         net = BACKBONES[backbone]()
         # The released weights name the backbone `backbone.model.*`: keep that nesting.
         self.backbone = nn.ModuleDict({"model": net})
@@ -38,30 +33,34 @@ class Facenet(nn.Module):
         self.Dropout = nn.Dropout(1 - dropout_keep_prob)
         self.Bottleneck = nn.Linear(net.out_channels, embedding_size, bias=False)
         self.last_bn = nn.BatchNorm1d(embedding_size, eps=1e-3, momentum=0.1)
-        self.mode, self.cosine_classifier = mode, cosine_classifier
-        if mode == "train":
-            self.classifier = nn.Linear(embedding_size, num_classes)
+        self.embedding_size, self.cosine_classifier = embedding_size, cosine_classifier
+        self.classifier = nn.Linear(embedding_size, num_classes) if num_classes else None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding before L2 normalisation, (N, embedding_size), in float32 even under autocast.
+    def embed(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """The embedding (N, embedding_size) of images (N, 3, H, W), float32 even under autocast: L2-normalised,
+        or with ``normalize=False`` the vector before normalisation, which the plain classifier reads.
 
         Only the backbone runs in the autocast dtype: the bottleneck, its BatchNorm statistics, the L2
         normalisation and the classifier cost almost nothing and are where bfloat16's 8-bit mantissa hurts.
         """
         x = self.avg(self.backbone["model"](x)).flatten(1)
         with torch.autocast(x.device.type, enabled=False):
-            return self.last_bn(self.Bottleneck(self.Dropout(x.float())))
+            features = self.last_bn(self.Bottleneck(self.Dropout(x.float())))
+            return F.normalize(features, p=2, dim=1) if normalize else features
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embedding, whatever the mode."""
-        return F.normalize(self.features(x), p=2, dim=1)
-
-    def forward(self, x: torch.Tensor):
-        features = self.features(x)
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits of ``embed(x, normalize=False)``: the linear classifier or, with ``cosine_classifier``,
+        the cosines between the normalised embedding and the normalised weight rows (for a margin softmax;
+        the same parameters, so checkpoints keep one key layout)."""
+        if self.classifier is None:
+            raise ValueError("this network has no classifier: build it with num_classes to train it")
         with torch.autocast(features.device.type, enabled=False):
-            embedding = F.normalize(features, p=2, dim=1)
-            if self.mode == "predict":
-                return embedding
             if self.cosine_classifier:
-                return embedding, F.linear(embedding, F.normalize(self.classifier.weight, dim=1))
-            return embedding, self.classifier(features)
+                return F.linear(F.normalize(features, p=2, dim=1), F.normalize(self.classifier.weight, dim=1))
+            return self.classifier(features)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training step's outputs, (L2-normalised embedding, class logits), in one call so that
+        DistributedDataParallel sees every parameter used."""
+        features = self.embed(x, normalize=False)
+        return F.normalize(features, p=2, dim=1), self.classify(features)

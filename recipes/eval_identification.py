@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from facenet import DEFAULT_INPUT_SHAPE, FALLBACK_THRESHOLD
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from recipes.make_trainset import read_people_sets
 from recipes import open_set_measure
 from recipes.teacher_embeddings import describe_paths
@@ -149,7 +149,7 @@ def embed_with_weights(paths: list[str], settings: dict) -> tuple[np.ndarray, fl
     shape = found.input_shape
     shipped = FALLBACK_THRESHOLD if found.threshold is None else found.threshold
     print_settings({**settings, "backbone": found.backbone, "input_shape": shape})
-    model = Facenet(found.backbone, mode="predict")
+    model = FacenetNet(found.backbone)
     load_weights(model, model_path, purpose="predict")
     device = "cuda" if cuda and torch.cuda.is_available() else "cpu"
     try:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.checkpoint import (CheckpointError, load_weights, model_settings, read_state_dict, read_weights_info,
                               save_atomic, weights_info_path, write_text_atomic, write_weights_info)
 
@@ -14,7 +14,7 @@ from utils.checkpoint import (CheckpointError, load_weights, model_settings, rea
 @pytest.fixture(scope="module")
 def trained():
     torch.manual_seed(1)
-    model = Facenet("mobilenet", num_classes=10, mode="train")
+    model = FacenetNet("mobilenet", num_classes=10)
     for p in model.parameters():
         p.data.normal_()
     return model
@@ -33,7 +33,7 @@ def test_round_trip_through_every_accepted_format(tmp_path, trained, wrap):
            "module_prefix": prefixed, "wrapped_module_prefix": {"model": prefixed}}[wrap]
     path = str(tmp_path / "w.pth")
     save_atomic(obj, path)
-    model = Facenet("mobilenet", mode="predict")
+    model = FacenetNet("mobilenet")
     report = load_weights(model, path, purpose="predict", verbose=False)
     assert same_weights(model, trained)
     assert report.missing == [] and report.unexpected == ["classifier.weight", "classifier.bias"]
@@ -42,7 +42,7 @@ def test_round_trip_through_every_accepted_format(tmp_path, trained, wrap):
 def test_train_purpose_skips_classifier_of_other_class_count(tmp_path, trained):
     path = str(tmp_path / "w.pth")
     save_atomic(trained.state_dict(), path)
-    model = Facenet("mobilenet", num_classes=4, mode="train")
+    model = FacenetNet("mobilenet", num_classes=4)
     before = model.classifier.weight.clone()
     report = load_weights(model, path, purpose="train", verbose=False)
     assert len(report.mismatched) == 2 and torch.equal(model.classifier.weight, before)
@@ -52,7 +52,7 @@ def test_train_purpose_skips_classifier_of_other_class_count(tmp_path, trained):
 
 def test_pytorch_port_inception_file_gives_backbone_and_reports_head(tmp_path):
     torch.manual_seed(2)
-    source = Facenet("inception_resnetv1", mode="predict")
+    source = FacenetNet("inception_resnetv1")
     port = {k[len("backbone.model."):]: v for k, v in source.state_dict().items() if k.startswith("backbone.")}
     port.update({"last_linear.weight": torch.zeros(512, 1792), "last_bn.weight": torch.ones(512),
                  "last_bn.bias": torch.zeros(512), "last_bn.running_mean": torch.zeros(512),
@@ -65,12 +65,12 @@ def test_pytorch_port_inception_file_gives_backbone_and_reports_head(tmp_path):
     path = str(tmp_path / "vggface2.pt")
     torch.save(port, path)
     with pytest.raises(CheckpointError, match="incomplete"):
-        load_weights(Facenet("inception_resnetv1", mode="predict"), path, purpose="predict", verbose=False)
-    model = Facenet("inception_resnetv1", num_classes=5, mode="train")
+        load_weights(FacenetNet("inception_resnetv1"), path, purpose="predict", verbose=False)
+    model = FacenetNet("inception_resnetv1", num_classes=5)
     report = load_weights(model, path, purpose="train", verbose=False)
     assert any("512-d head" in n for n in report.notes)
     assert all(not k.startswith("backbone.") for k in report.missing)
-    backbone = Facenet("inception_resnetv1", num_classes=5, mode="train")
+    backbone = FacenetNet("inception_resnetv1", num_classes=5)
     load_weights(backbone, path, purpose="backbone", verbose=False)
     assert torch.equal(backbone.backbone["model"].block8.conv2d.weight, source.backbone["model"].block8.conv2d.weight)
 
@@ -101,7 +101,7 @@ def bad_files(tmp_path, trained):
 def test_bad_files_get_one_line_naming_the_file(tmp_path, trained, case):
     path = bad_files(tmp_path, trained)[case]
     with pytest.raises(CheckpointError) as info:
-        load_weights(Facenet("mobilenet", mode="predict"), path, verbose=False)
+        load_weights(FacenetNet("mobilenet"), path, verbose=False)
     message = str(info.value)
     assert path in message and "\n" not in message
 
@@ -110,7 +110,7 @@ def test_weights_of_the_other_backbone_name_it(tmp_path, trained):
     path = str(tmp_path / "mobile.pth")
     torch.save(trained.state_dict(), path)
     with pytest.raises(CheckpointError, match="'mobilenet'.*'inception_resnetv1'"):
-        load_weights(Facenet("inception_resnetv1", mode="predict"), path, verbose=False)
+        load_weights(FacenetNet("inception_resnetv1"), path, verbose=False)
 
 
 def test_missing_backbone_entries_refused_for_inference(tmp_path, trained):
@@ -118,11 +118,11 @@ def test_missing_backbone_entries_refused_for_inference(tmp_path, trained):
     path = str(tmp_path / "partial.pth")
     torch.save(sd, path)
     with pytest.raises(CheckpointError, match="stage3"):
-        load_weights(Facenet("mobilenet", mode="predict"), path, verbose=False)
+        load_weights(FacenetNet("mobilenet"), path, verbose=False)
     head_less = {k: v for k, v in trained.state_dict().items() if not k.startswith("last_bn")}
     torch.save(head_less, path)
     with pytest.raises(CheckpointError, match="last_bn"):
-        load_weights(Facenet("mobilenet", mode="predict"), path, verbose=False)
+        load_weights(FacenetNet("mobilenet"), path, verbose=False)
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
@@ -182,4 +182,4 @@ def test_nan_weights_are_refused(tmp_path, trained):
     state["Bottleneck.weight"][0, 0] = float("nan")
     torch.save(state, tmp_path / "nan.pth")
     with pytest.raises(CheckpointError, match="NaN or infinite values .*Bottleneck.weight"):
-        load_weights(Facenet("mobilenet", mode="predict"), str(tmp_path / "nan.pth"), verbose=False)
+        load_weights(FacenetNet("mobilenet"), str(tmp_path / "nan.pth"), verbose=False)

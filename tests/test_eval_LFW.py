@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, ROOT
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 
 IMAGES = os.path.join(FIXTURES, "lfw", "images")
 PAIRS = os.path.join(FIXTURES, "lfw", "pairs.txt")
@@ -27,7 +27,7 @@ def run_eval(tmp_path, weights, *extra, shape=("--input_shape", "64,64,3")):
 def weights(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "random_mobilenet.pth"
-    torch.save(Facenet("mobilenet", mode="predict").state_dict(), path)
+    torch.save(FacenetNet("mobilenet").state_dict(), path)
     return path
 
 
@@ -73,7 +73,7 @@ def test_bf16_and_automatic_workers(tmp_path, weights):
 
 @pytest.mark.slow
 def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
-    model = Facenet("mobilenet", mode="predict")
+    model = FacenetNet("mobilenet")
     torch.nn.init.zeros_(model.Bottleneck.weight)  # every face gets the same embedding
     path = tmp_path / "collapsed.pth"
     torch.save(model.state_dict(), path)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import FIXTURES, ROOT, SHARED, requires_shared
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.image import ImageError, open_rgb, preprocess
 from utils.runtime import inference_copy
 from utils.lfw import PairsError, embed_paths, evaluate_lfw, load_pairs, parse_folds
@@ -104,9 +104,9 @@ def test_png_and_jpeg_extensions_are_accepted(lfw_copy):
     assert any(p.endswith("Dean_Barker_0001.png") for p in pairs.paths)
 
 
-def small_model(backbone="mobilenet", mode="train"):
+def small_model(backbone="mobilenet", num_classes=None):
     torch.manual_seed(0)
-    model = Facenet(backbone, mode=mode, num_classes=5 if mode == "train" else None)
+    model = FacenetNet(backbone, num_classes=num_classes)
     for m in model.modules():  # non-trivial BatchNorm statistics, so folding them is really tested
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -119,7 +119,7 @@ def small_model(backbone="mobilenet", mode="train"):
 def test_embed_paths_matches_model_embed_and_keeps_the_model_mode():
     paths = load_pairs(PAIRS, IMAGES).paths[:6]
     shape = [64, 64, 3]
-    model = small_model(mode="train")
+    model = small_model(num_classes=5)
     out = embed_paths(model, paths, shape, True, batch_size=4, device="cpu", progress=False)
     assert model.training, "the caller's train mode must be kept"
     assert out.dtype == np.float32 and out.shape == (6, 128)
@@ -136,7 +136,7 @@ def test_embed_paths_matches_model_embed_and_keeps_the_model_mode():
 
 
 def test_batchnorm_folding_keeps_inception_outputs():
-    model = small_model("inception_resnetv1", mode="predict").eval()
+    model = small_model("inception_resnetv1").eval()
     fused = inference_copy(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
@@ -152,7 +152,7 @@ def test_bad_image_is_reported_in_one_line(lfw_copy):
         handle.write(b"not a jpeg")
     torch.set_num_threads(2)  # embed_paths lowers it while the worker runs (when cores are few)
     with pytest.raises(ImageError) as info:
-        embed_paths(small_model(mode="predict"), pairs.paths, [32, 32, 3], True, 8, "cpu", num_workers=1,
+        embed_paths(small_model(), pairs.paths, [32, 32, 3], True, 8, "cpu", num_workers=1,
                     progress=False)
     assert pairs.paths[2] in str(info.value) and "\n" not in str(info.value)
     assert torch.get_num_threads() == 2, "the thread count is restored, also after an error"
@@ -161,7 +161,7 @@ def test_bad_image_is_reported_in_one_line(lfw_copy):
 def test_evaluate_lfw_on_the_fixture():
     pairs = load_pairs(PAIRS, IMAGES)
     torch.manual_seed(0)
-    r = evaluate_lfw(Facenet("mobilenet", mode="predict"), pairs, [64, 64, 3], True, 16, "cpu", progress=False)
+    r = evaluate_lfw(FacenetNet("mobilenet"), pairs, [64, 64, 3], True, 16, "cpu", progress=False)
     assert r["folds"] == [1, 2, 3] and r["num_pairs"] == 18 and r["num_images"] == 28
     assert 0.0 <= r["accuracy_mean"] <= 1.0 and 0.0 < r["threshold_mean"] < 2.0
     assert r["images_per_second"] > 0 and r["warning"] is None

@@ -69,9 +69,9 @@ def test_one_epoch_writes_every_output(data, tmp_path):
     assert "Settings:" in result.stdout and "LFW accuracy" in result.stdout
     weights = torch.load(logs / "best_epoch_weights.pth", weights_only=True)
     assert "classifier.weight" in weights and "backbone.model.stage1.0.0.weight" in weights
-    from nets.facenet import Facenet
+    from nets.facenet import FacenetNet
     from utils.checkpoint import load_weights
-    load_weights(Facenet("mobilenet", mode="predict"), str(logs / "last_epoch_weights.pth"), verbose=False)
+    load_weights(FacenetNet("mobilenet"), str(logs / "last_epoch_weights.pth"), verbose=False)
     from utils.checkpoint import read_weights_info
     for name in ("last_epoch_weights.pth", "best_epoch_weights.pth",
                  next(f for f in files if f.startswith("ep001") and f.endswith(".pth"))):

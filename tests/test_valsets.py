@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, ROOT
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.binset import write_pairs_bin
 from utils.lfw import PairsError, evaluate_lfw, load_pairs
 from utils.valsets import best_metric, expand, load_set, load_sets, read_pairs_list, set_name, table
@@ -30,7 +30,7 @@ def lfw_bin(path) -> str:
 
 @pytest.fixture(scope="module")
 def model():
-    net = Facenet("mobilenet", mode="predict")
+    net = FacenetNet("mobilenet")
     net.load_state_dict(torch.load(SHIPPED, weights_only=True), strict=False)
     return net.eval()
 

@@ -2,7 +2,7 @@
 
 ``eval_LFW.py`` and ``train.py`` (between epochs) both call ``evaluate_lfw``. Each distinct image
 of the pairs is decoded and embedded once (7,701 images for the 6,000 official pairs), in batches,
-by ``utils.runtime.embed_batch``: the function facenet.py uses, so that a threshold measured here
+by ``utils.runtime.Embedder``: the path facenet.py uses, so that a threshold measured here
 is applied by the same code there.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from utils import open_set, verification
 from utils.checkpoint import save_figure
 from utils.config import UserError
 from utils.image import ImageError, decode_rgb, open_rgb, preprocess
-from utils.runtime import embed_batch, inference_copy, network_threads
+from utils.runtime import Embedder, network_threads
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -163,7 +163,7 @@ class ImageList(Dataset):
 def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], letterbox: bool,
                 batch_size: int, device: str | torch.device, flip: bool = False, num_workers: int = 0,
                 progress: bool = True, precision: str = "fp32") -> np.ndarray:
-    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed by ``embed_batch``
+    """L2-normalised float32 embeddings (N, D) of ``paths``, in order, computed by an ``Embedder``
     at ``precision``.
 
     ``batch_size`` images are decoded together. ``model`` itself is left as it was (an eval-mode copy
@@ -172,7 +172,7 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
     if not paths:
         raise ValueError("no images to embed")
     device = torch.device(device)
-    net = inference_copy(model).to(device=device, memory_format=torch.channels_last)
+    embedder = Embedder(model, device, precision, flip)
     loader = DataLoader(ImageList(paths, input_shape, letterbox), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     chunks = []
@@ -187,7 +187,7 @@ def embed_paths(model: nn.Module, paths: list[str], input_shape: list[int], lett
                 failed = [e for e in errors if e]
                 if failed:
                     raise ImageError(failed[0])
-                chunks.append(embed_batch(net, images, device, flip=flip, precision=precision))
+                chunks.append(embedder(images))
                 bar.update(len(images))
     finally:
         torch.set_num_threads(threads)

@@ -2,20 +2,23 @@
 
 onnx, onnxscript and onnxruntime are imported only here and only when called, so that the rest of the
 repository works without them. The file takes ``images`` (N, 3, H, W) float32 pixels / 255, any N,
-and gives ``embeddings`` (N, 128) float32, L2-normalised: what ``Facenet.embed`` gives.
+and gives ``embeddings`` (N, 128) float32, L2-normalised: ``nets.facenet.FacenetNet.embed`` with its
+BatchNorm folded, so that ``utils.runtime.Embedder`` runs the file as it runs the network.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import tempfile
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, weights_info_path
+from utils.config import UserError, check_output_file
 from utils.runtime import inference_copy
 
 INPUT_NAME, OUTPUT_NAME = "images", "embeddings"
@@ -26,10 +29,44 @@ class OnnxError(CheckpointError):
     """An ONNX file or runtime that cannot be used; the message is one line saying what to do."""
 
 
+def check_onnx_target(target: str, inputs: list[str]) -> str:
+    """``target`` if an ONNX file can be written there: an ``.onnx`` file path, in a folder that holds files,
+    naming none of ``inputs`` (the weights, their JSON, the check images), nor its JSON one of them."""
+    outputs = [target, weights_info_path(target)]
+    for output in outputs:
+        for source in inputs:
+            if os.path.exists(source) and os.path.exists(output) and os.path.samefile(output, source) or \
+                    os.path.abspath(output) == os.path.abspath(source):
+                raise UserError(f"--onnx_path {target}: would overwrite {source}, an input of this export; "
+                                "give another file name ending in .onnx")
+    check_output_file("onnx_path", target, (".onnx",))
+    folder = os.path.dirname(os.path.abspath(target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"--onnx_path {target}: {folder} cannot hold files ({err.strerror}); "
+                        "choose another folder") from None
+    return target
+
+
+class EmbedFunction(nn.Module):
+    """``net.embed`` as a module's forward, which is what the exporter traces."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(x)
+
+
 def onnx_bytes(model: nn.Module, input_shape: list[int], opset: int = DEFAULT_OPSET) -> bytes:
-    """The ONNX model of ``model`` (a predict-mode ``nets.facenet.Facenet``, BatchNorm folded first)
+    """The ONNX model of ``model.embed`` (a ``nets.facenet.FacenetNet``, BatchNorm folded first)
     at ``input_shape`` = [height, width, 3], with a dynamic batch axis, as serialised bytes."""
-    net = inference_copy(model)
+    net = EmbedFunction(inference_copy(model))
     example = torch.rand(2, 3, input_shape[0], input_shape[1])
     batch = torch.export.Dim("batch", min=1)
     # The exporter reports each of its steps on stdout and warns about its own internals; the caller
@@ -70,12 +107,8 @@ class OnnxEmbedder:
         self.input_shape = [shape[2], shape[3], shape[1]]
         self.embedding_size = outputs[0].shape[-1]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings (N, D) float32 of a batch of network inputs (N, 3, H, W), in any memory format."""
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embeddings (N, D) float32 of network inputs (N, 3, H, W), in any memory format:
+        the file's output as it is, in the place of ``nets.facenet.FacenetNet.embed``."""
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The file's output in the place of ``nets.facenet.Facenet.features``, so that
-        ``utils.runtime.embed_batch`` runs it as it runs the network (normalising a unit vector again)."""
-        return self(images)

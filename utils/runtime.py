@@ -1,8 +1,8 @@
-"""How a network runs for inference here: its folded copy, its numeric precision, the one batched
-embedding function, and the loader processes.
+"""How a network runs for inference here: its folded copy, its numeric precision, the one embedding
+path (``Embedder``), the one autocast helper, and the loader processes.
 
-``facenet.Facenet`` (predict.py, the gallery) and the LFW evaluation (eval_LFW.py, train.py) all call
-``embed_batch`` on an ``inference_copy``, so a threshold measured by one is applied by the same code,
+``facenet.Facenet`` (predict.py, the gallery), its ONNX file and the LFW evaluation (eval_LFW.py,
+train.py) all embed through an ``Embedder``, so a threshold measured by one is applied by the same code,
 with the same batch-norm folding, memory layout, flip and precision, in the others. Several scripts
 (eval_LFW.py, predict.py, export.py, align_dataset.py, train.py) share the precision and worker
 settings: one module checks them, so that every script says the same thing about a bad one.
@@ -77,33 +77,41 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(torch.device(device).type, dtype=AUTOCAST_DTYPES[precision])
 
 
-def embed(net: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """L2-normalised float32 embeddings of a FaceNet: the network at ``precision``, the normalisation
-    in float32 (bfloat16 keeps 8 bits of mantissa, too few for a unit vector's distances)."""
-    with autocast(precision, x.device):
-        features = net.features(x)
-    return F.normalize(features.float(), p=2, dim=1)
+class Embedder:
+    """The one inference path of a FaceNet: ``model.embed`` on an eval copy with BatchNorm folded, on
+    ``device`` in ``channels_last`` layout, under the autocast of ``precision``, with ``flip``.
 
-
-@torch.inference_mode()
-def embed_batch(net: nn.Module, images: torch.Tensor, device: str | torch.device, flip: bool = False,
-                precision: str = "fp32") -> np.ndarray:
-    """L2-normalised float32 embeddings (N, D) of preprocessed ``images`` (N, 3, H, W) by ``embed``.
-
-    With ``flip`` an image's embedding is that of the image plus that of its mirror image,
-    normalised again. On the CPU the images go through the network ``CPU_SLICE`` at a time, in
-    ``channels_last`` layout, under the autocast of ``precision``.
+    ``model`` is a ``nets.facenet.FacenetNet`` (left as it was, so training can go on) or an ONNX runner
+    (``utils.onnx_model.OnnxEmbedder``, whose file is that same function, exported). Either ``embed``
+    returns L2-normalised float32 embeddings: the normalisation is never applied twice.
     """
-    device = torch.device(device)
-    chunks = []
-    for part in images.split(CPU_SLICE if device.type == "cpu" else max(len(images), 1)):
-        x = part.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        embedding = embed(net, x, precision)
-        if flip:
-            mirrored = x.flip(3).contiguous(memory_format=torch.channels_last)
-            embedding = F.normalize(embedding + embed(net, mirrored, precision), p=2, dim=1)
-        chunks.append(embedding.cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, net.Bottleneck.out_features), np.float32)
+
+    def __init__(self, model: nn.Module | object, device: str | torch.device = "cpu", precision: str = "fp32",
+                 flip: bool = False) -> None:
+        self.device, self.precision, self.flip = torch.device(device), precision, flip
+        if isinstance(model, nn.Module):
+            model = inference_copy(model).to(self.device, memory_format=torch.channels_last)
+        self.net = model
+        self.embedding_size: int = model.embedding_size
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.precision, x.device):
+            return self.net.embed(x)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """Embeddings (N, D) float32 of preprocessed ``images`` (N, 3, H, W); on the CPU ``CPU_SLICE``
+        at a time. With ``flip`` an image's embedding is that of the image plus that of its mirror
+        image, normalised again."""
+        chunks = []
+        for part in images.split(CPU_SLICE if self.device.type == "cpu" else max(len(images), 1)):
+            x = part.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            embedding = self._embed(x)
+            if self.flip:
+                mirrored = x.flip(3).contiguous(memory_format=torch.channels_last)
+                embedding = F.normalize(embedding + self._embed(mirrored), p=2, dim=1)
+            chunks.append(embedding.float().cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_size), np.float32)
 
 
 def inference_copy(model: nn.Module) -> nn.Module:

@@ -8,7 +8,6 @@ Learning-rate rules copy the original's ``get_lr_scheduler`` and its batch-size-
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from utils.checkpoint import save_figure, write_text_atomic
 from utils.config import UserError
 from utils.distill import distill_loss, similarity_loss
-from utils.runtime import AUTOCAST_DTYPES
+from utils.runtime import AUTOCAST_DTYPES, autocast
 
 MINING = ("none", "semihard", "hard")
 CLASSIFIER_LOSSES = ("softmax", "arcface", "cosface")
@@ -225,21 +224,20 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 @dataclass
 class Precision:
-    """Autocast dtype (None: float32) and the fp16 gradient scaler (None unless fp16 on CUDA)."""
+    """The precision's name (fp32, bf16 or fp16) and the fp16 gradient scaler (None unless fp16 on CUDA)."""
 
-    dtype: torch.dtype | None = None
+    name: str = "fp32"
     scaler: torch.amp.GradScaler | None = None
 
     @classmethod
     def named(cls, name: str) -> "Precision":
         """fp32, bf16 or fp16 (checked beforehand by utils.runtime.training_precision). Only the backbone
         runs in the lower precision: the head, the losses and the optimizer state stay float32."""
-        return cls(AUTOCAST_DTYPES.get(name), torch.amp.GradScaler("cuda") if name == "fp16" else None)
+        return cls(name, torch.amp.GradScaler("cuda") if name == "fp16" else None)
 
-    def autocast(self, device: torch.device):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.dtype)
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return AUTOCAST_DTYPES.get(self.name)
 
 
 def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -278,7 +276,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     bar = tqdm(total=len(loader), desc=desc, disable=not progress, mininterval=0.5, dynamic_ncols=True)
     for images, labels, views in loader:
         images, labels = to_input(images, device, channels_last), labels.to(device, non_blocking=True)
-        with precision.autocast(device):
+        with autocast(precision.name, device):
             embeddings, logits = model(images)
         losses = criterion(embeddings, logits, labels, views)
         optimizer.zero_grad(set_to_none=True)
@@ -317,7 +315,7 @@ def validate(model: nn.Module, loader: Iterable, criterion: Criterion, device: t
     totals = torch.zeros(len(KEYS) + 1, dtype=torch.float64)
     for images, labels, views in loader:
         images, labels = to_input(images, device, channels_last), labels.to(device)
-        with precision.autocast(device):
+        with autocast(precision.name, device):
             embeddings, logits = model(images)
         losses = criterion(embeddings, logits, labels, views, mining="none")
         n = len(labels)
