@@ -91,8 +91,8 @@ def repository_path(path: str, default: str) -> str:
 
 
 def check_paths(model_path: object, onnx_path: object) -> None:
-    """UserError unless ``onnx_path`` is a path or "" and, without it, ``model_path`` is a path."""
-    if not isinstance(onnx_path, (str, os.PathLike)):
+    """UserError unless ``onnx_path`` is a path, "" or None and, without it, ``model_path`` is a path."""
+    if onnx_path is not None and not isinstance(onnx_path, (str, os.PathLike)):
         raise UserError(f"onnx_path must be the path of an ONNX file written by export.py, or \"\" for none, "
                         f"not {onnx_path!r}")
     if not onnx_path and (not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path)):

@@ -1,4 +1,5 @@
-"""ONNX export: the round trip against PyTorch, the dynamic batch axis, Facenet on the ONNX file, export.py."""
+"""ONNX export: Facenet on the ONNX file, the output path check, export.py (the round trip of every backbone
+at several batch sizes is in test_models.py)."""
 import json
 import os
 import subprocess
@@ -14,10 +15,11 @@ pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) is 
 
 from conftest import ROOT
 from facenet import Facenet
-from nets.facenet import Facenet as FacenetNet
+from nets.facenet import FacenetNet
 from test_facenet import SAMPLES, THRESHOLD, make_weights
 from utils.checkpoint import CheckpointError, load_weights
-from utils.onnx_model import OnnxEmbedder, OnnxError, onnx_bytes
+from utils.config import UserError
+from utils.onnx_model import OnnxEmbedder, OnnxError, check_onnx_target, onnx_bytes
 from utils.runtime import SettingError
 
 SHAPE = [64, 64, 3]
@@ -28,27 +30,12 @@ def exported(tmp_path_factory):
     """Random weights with their threshold JSON, and their ONNX file at 64x64 under the same name."""
     directory = tmp_path_factory.mktemp("export")
     weights = make_weights(directory)
-    net = FacenetNet("mobilenet", mode="predict")
+    net = FacenetNet("mobilenet")
     load_weights(net, weights, purpose="predict", verbose=False)
     onnx_path = os.path.join(directory, "facenet_test.onnx")
     with open(onnx_path, "wb") as handle:
         handle.write(onnx_bytes(net, SHAPE))
     return net.eval(), weights, onnx_path
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("batch", [1, 3, 7])
-def test_round_trip_matches_pytorch_at_any_batch_size(exported, batch):
-    net, _, onnx_path = exported
-    embedder = OnnxEmbedder(onnx_path, threads=1)
-    assert embedder.input_shape == SHAPE and embedder.embedding_size == 128
-    torch.manual_seed(batch)
-    x = torch.rand(batch, 3, 64, 64)
-    with torch.no_grad():
-        expected = net.embed(x)
-    out = embedder(x.contiguous(memory_format=torch.channels_last))
-    assert out.shape == (batch, 128) and out.dtype == torch.float32
-    assert (out - expected).abs().max() < 1e-4
 
 
 @pytest.mark.slow
@@ -98,8 +85,42 @@ def test_export_script_checks_and_times(tmp_path):
     assert not [name for name in os.listdir(tmp_path / "out") if name.startswith(".tmp")]
 
 
-def test_export_script_without_weights_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "export.py", "--model_path", str(tmp_path / "absent.pth")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: ") and "absent.pth" in done.stderr and done.stderr.count("\n") == 1
+def test_an_onnx_path_that_names_an_input_or_cannot_hold_a_file_is_refused(tmp_path):
+    weights = make_weights(tmp_path)
+    info = os.path.splitext(weights)[0] + ".json"
+    inputs = [weights, info, *SAMPLES]
+    before = {path: open(path, "rb").read() for path in (weights, info)}
+    (tmp_path / "folder.onnx").mkdir()
+    cases = {weights: "would overwrite .*facenet_test.pth",
+             info: "would overwrite .*facenet_test.json",
+             os.path.splitext(weights)[0] + ".JSON": "would overwrite .*facenet_test.json",
+             str(tmp_path / "other.json"): "must end in one of .onnx",
+             str(tmp_path / "folder.onnx"): "is a folder",
+             "/proc/facenet.onnx": "/proc cannot hold files",
+             "/proc/sub/facenet.onnx": "cannot hold files"}
+    for target, words in cases.items():
+        with pytest.raises(UserError, match=words) as error:
+            check_onnx_target(target, inputs)
+        assert "\n" not in str(error.value), target
+    # A file whose JSON would be the weights' JSON under another name is refused too.
+    os.symlink(info, tmp_path / "alias.json")
+    with pytest.raises(UserError, match="would overwrite"):
+        check_onnx_target(str(tmp_path / "alias.onnx"), inputs)
+    assert {path: open(path, "rb").read() for path in (weights, info)} == before
+    assert check_onnx_target(str(tmp_path / "new" / "facenet_test.onnx"), inputs).endswith("facenet_test.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, words", [(None, "absent.pth"), ("weights", "would overwrite"),
+                                           ("folder", "is a folder"), ("/proc/x.onnx", "cannot hold files")])
+def test_export_script_refuses_bad_paths_in_one_line(tmp_path, target, words):
+    weights = make_weights(tmp_path)
+    (tmp_path / "folder.onnx").mkdir()
+    args = {None: ["--model_path", str(tmp_path / "absent.pth")],
+            "weights": ["--model_path", weights, "--onnx_path", weights],
+            "folder": ["--model_path", weights, "--onnx_path", str(tmp_path / "folder.onnx")]}.get(
+        target, ["--model_path", weights, "--onnx_path", target])
+    done = subprocess.run([sys.executable, "export.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and words in done.stderr and done.stderr.count("\n") == 1

@@ -1,4 +1,5 @@
-"""Inference API (facenet.Facenet) on the real sample faces, with random predict-mode weights."""
+"""Inference API (facenet.Facenet) on the real sample faces: the shipped weights' distances, and random
+weights for everything else."""
 import io
 import json
 import os
@@ -12,9 +13,11 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, SHARED, requires_shared
+import facenet
 from facenet import FALLBACK_THRESHOLD, Facenet
-from nets.facenet import Facenet as FacenetNet
+from nets.facenet import FacenetNet
 from utils.checkpoint import CheckpointError
+from utils.config import UserError
 from utils.image import ImageError
 
 SAMPLES = [os.path.join(ROOT, "img", name) for name in ("1_001.jpg", "1_002.jpg", "2_001.jpg")]
@@ -22,10 +25,10 @@ THRESHOLD = 0.9
 
 
 def make_weights(directory, threshold: float | None = THRESHOLD) -> str:
-    """A complete predict-mode checkpoint (random weights) and, optionally, its threshold JSON."""
+    """A complete checkpoint without classifier (random weights) and, optionally, its threshold JSON."""
     torch.manual_seed(0)
     path = os.path.join(directory, "facenet_test.pth")
-    torch.save(FacenetNet(backbone="mobilenet", mode="predict").state_dict(), path)
+    torch.save(FacenetNet(backbone="mobilenet").state_dict(), path)
     if threshold is not None:
         with open(os.path.join(directory, "facenet_test.json"), "w") as handle:
             json.dump({"threshold": threshold, "accuracy": 0.5}, handle)
@@ -92,6 +95,16 @@ def model(weights):
     return Facenet(model_path=weights, cuda=False, align=False)
 
 
+def test_shipped_weights_give_the_documented_distances_on_the_sample_images():
+    """The README's numbers (python predict.py img/1_001.jpg img/1_002.jpg ...): update them together with
+    the shipped weights."""
+    shipped = Facenet(cuda=False, align=False, figure=False)
+    pairs = [(0, 1, 0.401), (0, 2, 1.670), (1, 2, 1.703)]
+    assert [round(shipped.distance(SAMPLES[i], SAMPLES[j]), 3) for i, j, _ in pairs] == [d for _, _, d in pairs]
+    assert [shipped.compare(SAMPLES[i], SAMPLES[j]).verdict for i, j, _ in pairs] == \
+        ["same person", "different people", "different people"]
+
+
 def test_embed_batch_matches_single_calls(model):
     batch = model.embed(SAMPLES)
     assert batch.shape == (3, 128) and batch.dtype == np.float32
@@ -152,6 +165,29 @@ def test_threshold_sources(weights, tmp_path, capsys):
         Facenet(model_path=bare, cuda=False)
     with pytest.raises(CheckpointError, match="above 0 and at most 2"):
         Facenet(model_path=weights, cuda=False, threshold=5)
+
+
+def test_embed_decodes_a_bounded_number_of_images_at_a_time(model, monkeypatch):
+    monkeypatch.setattr(facenet, "EMBED_BATCH", 2)
+    sizes = []
+    inputs = model._inputs
+    monkeypatch.setattr(model, "_inputs", lambda images: (sizes.append(len(images)), inputs(images))[1])
+    many = SAMPLES * 2 + SAMPLES[:1]
+    embeddings = model.embed(iter(many))
+    assert sizes == [2, 2, 2, 1] and embeddings.shape == (7, 128)
+    monkeypatch.setattr(facenet, "EMBED_BATCH", 32)
+    np.testing.assert_allclose(embeddings, model.embed(many), atol=1e-5)
+
+
+def test_one_path_where_a_list_belongs_and_paths_that_are_none_are_one_line_errors(model, weights):
+    for single in (SAMPLES[0], Image.open(SAMPLES[0])):
+        with pytest.raises(UserError, match=r"takes a list of images, not one: write embed\(\[") as info:
+            model.embed(single)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="model_path must be the path of a weights file .*, not None"):
+        Facenet(model_path=None, cuda=False)
+    with pytest.raises(UserError, match="onnx_path must be the path of an ONNX file"):
+        Facenet(model_path=weights, onnx_path=5, cuda=False)
 
 
 def test_missing_weights_and_unknown_setting(tmp_path):
@@ -267,7 +303,7 @@ def test_default_weights_are_found_from_another_directory(tmp_path, monkeypatch)
 
 
 def broken_weights(directory, how: str) -> str:
-    net = FacenetNet(backbone="mobilenet", mode="predict")
+    net = FacenetNet(backbone="mobilenet")
     if how == "nan":
         torch.nn.init.constant_(net.Bottleneck.weight, float("nan"))
     elif how == "nan_output":  # every entry finite, but a negative variance gives NaN embeddings
@@ -295,7 +331,6 @@ def test_broken_embeddings_are_never_a_bare_verdict(tmp_path):
 
 
 def test_bad_settings_and_a_bad_json_are_one_line_errors(weights, tmp_path):
-    from utils.config import UserError
     for kwargs, words in (({"align": "maybe"}, "--align must be one of auto"),
                           ({"backbone": "resnet"}, "--backbone must be one of"),
                           ({"input_shape": [0, 0, 3]}, "sides from 16"),

@@ -1,87 +1,65 @@
-"""nets/facenet.py: the FaceNet head on both backbones, against the released weights' key lists."""
-import os
-
+"""nets/facenet.py: the classifier beside the one embedding function, and what runs in bfloat16 (the checks
+every backbone gets, the released key layout included, are in test_models.py)."""
 import pytest
 import torch
 
-from conftest import FIXTURES
-from nets.facenet import Facenet
-
-REFERENCE = os.path.join(FIXTURES, "reference")
-CASES = [("mobilenet", "facenet_mobilenet_keys.txt", 4_702_479),
-         ("inception_resnetv1", "facenet_inception_resnetv1_keys.txt", 24_157_903)]
+from nets.facenet import FacenetNet
 
 
-def read_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    entries = []
-    with open(os.path.join(REFERENCE, name)) as handle:
-        for line in handle:
-            if line.startswith("#"):
-                continue
-            key, shape, _ = line.rstrip("\n").split("\t")
-            entries.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
-    return entries
+def scaled_head(model: FacenetNet, factor: float) -> None:
+    """Multiply the vector before normalisation by ``factor`` (last_bn's affine part), leaving the
+    normalised embedding as it was."""
+    with torch.no_grad():
+        model.last_bn.weight.mul_(factor)
+        model.last_bn.bias.mul_(factor)
 
 
-@pytest.mark.parametrize("backbone, key_file, params", CASES)
-def test_state_dict_matches_released_weights(backbone, key_file, params):
-    model = Facenet(backbone, num_classes=10575, mode="train")
-    ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
-    assert ours == read_key_list(key_file)
-    assert sum(p.numel() for p in model.parameters()) == params
-
-
-@pytest.mark.parametrize("backbone", ["mobilenet", "inception_resnetv1"])
-@pytest.mark.parametrize("size", [160, 112])
-def test_forward_shapes_and_unit_norm(backbone, size):
+def test_plain_classifier_reads_the_embedding_before_normalisation():
     torch.manual_seed(0)
-    model = Facenet(backbone, num_classes=7, mode="train").eval()
-    x = torch.rand(2, 3, size, size)
+    model = FacenetNet("mobilenet", num_classes=3).eval()
+    x = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
         embedding, logits = model(x)
-        channels_last = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))[0]
-    assert embedding.shape == (2, 128) and logits.shape == (2, 7)
-    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2))
-    torch.testing.assert_close(channels_last, embedding, atol=1e-4, rtol=1e-4)
-
-
-def test_predict_mode_returns_embedding_only_and_has_no_classifier():
-    model = Facenet("mobilenet", mode="predict").eval()
-    out = model(torch.rand(1, 3, 160, 160))
-    assert isinstance(out, torch.Tensor) and out.shape == (1, 128)
-    assert not any(k.startswith("classifier") for k in model.state_dict())
-
-
-def test_classifier_reads_embedding_before_normalisation():
-    model = Facenet("mobilenet", num_classes=3, mode="train").eval()
-    x = torch.rand(2, 3, 112, 112)
-    with torch.inference_mode():
-        _, logits = model(x)
-        expected = model.classifier(model.features(x))
-    torch.testing.assert_close(logits, expected)
-
-
-@pytest.mark.parametrize("kwargs", [dict(backbone="resnet"), dict(mode="eval", num_classes=2), dict(mode="train")])
-def test_bad_arguments_are_refused(kwargs):
-    with pytest.raises(ValueError):
-        Facenet(**kwargs)
+        scaled_head(model, 2.0)
+        same_embedding, doubled = model(x)
+    torch.testing.assert_close(same_embedding, embedding)
+    bias = model.classifier.bias
+    torch.testing.assert_close(doubled - bias, 2 * (logits - bias), atol=1e-5, rtol=1e-4)
 
 
 def test_cosine_classifier_keeps_the_key_layout_and_gives_cosines():
-    plain = Facenet("mobilenet", num_classes=7, mode="train")
-    cosine = Facenet("mobilenet", num_classes=7, mode="train", cosine_classifier=True)
+    torch.manual_seed(0)
+    plain = FacenetNet("mobilenet", num_classes=7)
+    cosine = FacenetNet("mobilenet", num_classes=7, cosine_classifier=True).eval()
     assert [(k, v.shape) for k, v in plain.state_dict().items()] == \
         [(k, v.shape) for k, v in cosine.state_dict().items()]
-    cosine.eval()
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        embedding, logits = cosine(torch.rand(2, 3, 64, 64))
-        weight = torch.nn.functional.normalize(cosine.classifier.weight, dim=1)
-    assert torch.allclose(logits, embedding @ weight.T, atol=1e-6) and logits.abs().max() <= 1 + 1e-6
+        embedding, logits = cosine(x)
+        cosine.classifier.weight[0] = 3 * embedding[0]       # a class pointing at the first face
+        scaled_head(cosine, 5.0)                             # cosines ignore the vector's length
+        _, pointed = cosine(x)
+    assert logits.abs().max() <= 1 + 1e-6
+    assert pointed[0, 0] == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(pointed[:, 1:], logits[:, 1:], atol=1e-5, rtol=1e-4)
+
+
+def test_a_network_without_classifier_embeds_only():
+    model = FacenetNet("mobilenet").eval()
+    assert model.embed(torch.rand(1, 3, 64, 64)).shape == (1, 128)
+    assert not any(k.startswith("classifier") for k in model.state_dict())
+    with pytest.raises(ValueError, match="no classifier"):
+        model(torch.rand(1, 3, 64, 64))
+
+
+def test_unknown_backbone_is_refused():
+    with pytest.raises(ValueError, match="use one of mobilenet, inception_resnetv1"):
+        FacenetNet("resnet")
 
 
 def test_only_the_backbone_runs_in_bfloat16_under_autocast():
     torch.manual_seed(0)
-    model = Facenet("mobilenet", num_classes=5, mode="train")
+    model = FacenetNet("mobilenet", num_classes=5)
     x = torch.rand(4, 3, 64, 64)
     seen = {}
 

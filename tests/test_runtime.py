@@ -1,5 +1,5 @@
-"""utils/runtime.py: the precision setting, BatchNorm folding, the one embedding path of predict and the LFW
-evaluation, and loader worker counts that fit the machine."""
+"""utils/runtime.py: the precision setting, the one embedding path (Embedder) of predict and the LFW
+evaluation, and loader worker counts that fit the machine. Folding and bfloat16 on every backbone: test_models.py."""
 import os
 
 import numpy as np
@@ -9,11 +9,11 @@ import torch
 import align_dataset
 from conftest import ROOT
 from facenet import Facenet as FacenetModel
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils import runtime
 from utils.lfw import embed_paths
-from utils.runtime import (CPU_SLICE, SettingError, check_precision, default_workers, embed, embed_batch,
-                           inference_copy, network_threads, resolve_workers, training_precision)
+from utils.runtime import (CPU_SLICE, Embedder, SettingError, check_precision, default_workers, network_threads,
+                           resolve_workers, training_precision)
 
 SAMPLES = [os.path.join(ROOT, "img", name) for name in ("1_001.jpg", "1_002.jpg", "2_001.jpg")]
 
@@ -42,33 +42,13 @@ def test_automatic_training_precision_is_bf16_only_where_the_cpu_computes_it(mon
         training_precision("half", "cpu")
 
 
-def test_native_bf16_reads_the_cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split() for line in f if line.startswith("flags")), [])
-    assert runtime.native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
-
-
-def test_bf16_embeddings_are_float32_unit_vectors_close_to_fp32():
-    torch.manual_seed(0)
-    net = inference_copy(Facenet("mobilenet", mode="predict"))
-    x = torch.rand(4, 3, 64, 64)
-    with torch.inference_mode():
-        full, half = embed(net, x, "fp32"), embed(net, x, "bf16")
-    assert half.dtype == torch.float32
-    torch.testing.assert_close(half.norm(dim=1), torch.ones(4), atol=1e-5, rtol=0)
-    assert (half - full).abs().max() < 0.05
-
-
-def test_folding_covers_the_embedding_head():
-    torch.manual_seed(0)
-    model = Facenet("mobilenet", mode="predict").eval()
-    model.last_bn.running_mean.uniform_(-0.5, 0.5)
-    model.last_bn.running_var.uniform_(0.5, 2.0)
-    folded = inference_copy(model)
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
-    x = torch.rand(3, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(folded.embed(x), model.embed(x), atol=1e-5, rtol=1e-4)
+@pytest.mark.parametrize("flags, expected", [("fpu sse2 avx512f avx512_bf16 amx_tile", True),
+                                              ("fpu sse2 amx_bf16", True), ("fpu sse2 avx2 avx512f", False)])
+def test_native_bf16_reads_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some cpu with bf16 in its name\nflags\t\t: {flags}\n\n")
+    assert runtime.native_bf16(str(cpuinfo)) is expected
+    assert runtime.native_bf16(str(tmp_path / "absent")) is False
 
 
 @pytest.mark.parametrize("cores, threads, cuda, expected", [
@@ -120,7 +100,7 @@ def test_alignment_workers(monkeypatch):
 def weights(tmp_path_factory):
     torch.manual_seed(3)
     path = tmp_path_factory.mktemp("runtime") / "net.pth"
-    torch.save(Facenet("mobilenet", mode="predict").state_dict(), path)
+    torch.save(FacenetNet("mobilenet").state_dict(), path)
     return str(path)
 
 
@@ -128,7 +108,7 @@ def weights(tmp_path_factory):
 def test_predict_and_lfw_evaluation_give_the_same_embeddings(weights, flip, precision):
     model = FacenetModel(model_path=weights, cuda=False, align=False, input_shape=[64, 64, 3], flip=flip,
                          precision=precision)
-    net = Facenet("mobilenet", mode="predict")
+    net = FacenetNet("mobilenet")
     net.load_state_dict(torch.load(weights, weights_only=True))
     from_lfw = embed_paths(net, SAMPLES, [64, 64, 3], True, batch_size=2, device="cpu", flip=flip, progress=False,
                            precision=precision)
@@ -137,10 +117,22 @@ def test_predict_and_lfw_evaluation_give_the_same_embeddings(weights, flip, prec
 
 def test_batches_larger_than_a_cpu_slice_match_single_images():
     torch.manual_seed(0)
-    net = inference_copy(Facenet("mobilenet", mode="predict"))
+    embedder = Embedder(FacenetNet("mobilenet"))
     images = torch.rand(CPU_SLICE + 3, 3, 32, 32)
-    whole = embed_batch(net, images, "cpu")
-    singles = np.concatenate([embed_batch(net, images[i:i + 1], "cpu") for i in (0, CPU_SLICE + 2)])
+    whole = embedder(images)
+    singles = np.concatenate([embedder(images[i:i + 1]) for i in (0, CPU_SLICE + 2)])
     assert whole.shape == (CPU_SLICE + 3, 128) and whole.dtype == np.float32
     np.testing.assert_allclose(whole[[0, CPU_SLICE + 2]], singles, atol=1e-5)
-    assert embed_batch(net, images[:0], "cpu").shape == (0, 128)
+    assert embedder(images[:0]).shape == (0, 128)
+
+
+def test_flip_adds_the_mirror_images_embedding_and_the_model_keeps_its_mode():
+    torch.manual_seed(0)
+    model = FacenetNet("mobilenet", num_classes=3).train()
+    images = torch.rand(2, 3, 32, 32)
+    plain, flipped = Embedder(model)(images), Embedder(model, flip=True)(images)
+    assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    mirrored = Embedder(model)(images.flip(3))
+    both = plain + mirrored
+    np.testing.assert_allclose(flipped, both / np.linalg.norm(both, axis=1, keepdims=True), atol=1e-5)
+    assert np.abs(flipped - plain).max() > 1e-3

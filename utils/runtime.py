@@ -50,11 +50,11 @@ def check_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
-def native_bf16() -> bool:
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX): elsewhere torch emulates it, slower
-    than float32. Read from /proc/cpuinfo's flags; False where there is none."""
+    than float32. Read from the flags in ``cpuinfo``; False where there is none."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         return False
