@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from nets.facenet import BACKBONES, FacenetNet
-from utils.alignment import alignment_of, is_warped
-from utils.checkpoint import (CheckpointError, ModelSettings, load_weights, model_settings, read_weights_info,
-                              save_figure, threshold_setting, weights_info_path)
+from nets.facenet import BACKBONES
+from utils.alignment import alignment_of, choose_face
+from utils.checkpoint import ModelSettings, read_weights_info, save_figure, weights_info_path
 from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
-from utils.runtime import Embedder, SettingError, check_precision
+from utils.runtime import check_precision, load_embedder, load_onnx_embedder
 
 if TYPE_CHECKING:
     from utils.detect import Detections
@@ -42,13 +41,6 @@ ALIGNED_KEY = "facenet_aligned"
 # Raw photos are aligned as the weights' JSON records (utils/alignment.py), by default as align_dataset.py
 # crops: 160 px with a margin of 32.
 ALIGN_CHOICES = ("auto", True, False)
-# A photo counts as a face crop like align_dataset.py's when its main face box (made square) spans
-# this share of the shorter side, about (160 - 32) / 160 = 0.8, centred within
-# TIGHT_CENTRE of the side, in a near-square photo. Measured on 150 LFW images each: aligned crops
-# span 0.74-0.89 (centre within 0.042), raw LFW photos 0.40-0.65.
-TIGHT_SIDE = (0.70, 0.95)
-TIGHT_CENTRE = 0.08
-TIGHT_ASPECT = 1.25
 # Two different images whose embeddings are closer than this are a collapsed model, not one face.
 COLLAPSED_DISTANCE = 1e-3
 # Inputs (pixels / 255) differing by less than this on average count as the same image.
@@ -105,18 +97,6 @@ def normalise_align(value: object) -> str | bool:
     if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
         value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
     return check_choice("align", value, ALIGN_CHOICES)
-
-
-def is_face_crop(boxes: np.ndarray, index: int, size: tuple[int, int]) -> bool:
-    """True when face ``index`` of ``boxes`` sits in a ``size`` = (width, height) picture the way
-    align_dataset.py's crop mode puts it: centred and spanning about 0.8 of the side."""
-    width, height = size
-    if max(width, height) > TIGHT_ASPECT * min(width, height):
-        return False
-    x1, y1, x2, y2 = boxes[index].astype(np.float64)
-    side = max(x2 - x1, y2 - y1) / min(width, height)
-    off_x, off_y = abs((x1 + x2) / 2 - width / 2) / width, abs((y1 + y2) / 2 - height / 2) / height
-    return bool(TIGHT_SIDE[0] <= side <= TIGHT_SIDE[1] and max(off_x, off_y) <= TIGHT_CENTRE)
 
 
 class Facenet:
@@ -185,13 +165,12 @@ class Facenet:
             check_choice("backbone", self.backbone, BACKBONES)
         if self.input_shape is not None:
             self.input_shape = check_input_shape("input_shape", self.input_shape)
-        self.onnx = None
         if self.cuda and not self.onnx_path and not torch.cuda.is_available():
             self.say("note: cuda=True but no GPU is available; running on the CPU")
         use_cuda = self.cuda and not self.onnx_path and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_cuda else "cpu")
         check_precision(self.precision, self.device)
-        found = self.load_onnx() if self.onnx_path else self.load_network()
+        found = self.load()
         for message in found.messages:
             self.say(message)
         if found.threshold is None:
@@ -208,10 +187,10 @@ class Facenet:
             self.detector = FaceDetector(weights_dir=os.path.join(REPOSITORY, "model_data"),
                                          device=str(self.device))
         if self.verbose:
-            print_settings({**({"onnx_path": self.onnx_path} if self.onnx else
+            print_settings({**({"onnx_path": self.onnx_path} if self.onnx_path else
                                {"model_path": self.model_path, "backbone": self.backbone}),
                             "input_shape": self.input_shape, "letterbox_image": self.letterbox_image,
-                            "device": f"{self.device} (onnxruntime)" if self.onnx else str(self.device),
+                            "device": f"{self.device} (onnxruntime)" if self.onnx_path else str(self.device),
                             "precision": self.precision,
                             "threshold": f"{self.threshold:.4f} ({self.threshold_source})",
                             "align": self.align, "flip": self.flip,
@@ -222,44 +201,19 @@ class Facenet:
         """The file the embeddings come from: the ONNX file when there is one, else the weights."""
         return self.onnx_path or self.model_path
 
-    def load_network(self) -> ModelSettings:
-        """The PyTorch network on the chosen device, BatchNorm folded (1.5x faster on the CPU), with the
-        backbone and input size from the settings or the weights' JSON; returns what was found."""
-        if not os.path.isfile(self.model_path):
-            raise CheckpointError(f"{self.model_path}: no weights file; copy the trained "
-                                  f"facenet_{self.backbone or 'mobilenet'}.pth there, or train with train.py "
-                                  "and pass --model_path logs/<weights>.pth")
-        found = model_settings(self.model_path, self.backbone, self.input_shape, self.threshold,
-                               DEFAULT_INPUT_SHAPE)
+    def load(self) -> ModelSettings:
+        """The embedder of the weights or of the ONNX file, with the backbone, input size and alignment
+        they were trained with; returns the settings found."""
+        if self.onnx_path:
+            self.embedder, found = load_onnx_embedder(self.onnx_path, self.backbone, self.input_shape,
+                                                      self.threshold, self.precision, self.flip)
+        else:
+            self.embedder, found = load_embedder(self.model_path, self.backbone, self.input_shape, self.threshold,
+                                                 DEFAULT_INPUT_SHAPE, self.device, self.precision, self.flip,
+                                                 self.verbose)
         self.backbone, self.input_shape = found.backbone, found.input_shape
-        self.alignment = alignment_of(read_weights_info(self.model_path), weights_info_path(self.model_path))
-        net = FacenetNet(backbone=self.backbone)
-        load_weights(net, self.model_path, purpose="predict", verbose=self.verbose)
-        self.embedder = Embedder(net, self.device, self.precision, self.flip)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        self.alignment = alignment_of(read_weights_info(self.weights), weights_info_path(self.weights))
         return found
-
-    def load_onnx(self) -> ModelSettings:
-        """The ONNX file in onnxruntime on the CPU; its input size is fixed by the export, its backbone
-        and threshold come from the JSON beside it. Returns what was found."""
-        from utils.onnx_model import OnnxEmbedder
-
-        if self.precision != "fp32":
-            raise SettingError("an ONNX file runs in fp32; leave --precision fp32 with --onnx_path")
-        self.onnx = OnnxEmbedder(self.onnx_path)
-        if self.input_shape is not None and list(self.input_shape) != self.onnx.input_shape:
-            shape = ",".join(map(str, self.onnx.input_shape))
-            raise CheckpointError(f"{self.onnx_path}: exported for input_shape {shape}, not "
-                                  f"{','.join(map(str, self.input_shape))}; leave --input_shape unset or "
-                                  "export again with python export.py --input_shape ...")
-        self.input_shape = self.onnx.input_shape
-        self.embedder = Embedder(self.onnx, self.device, self.precision, self.flip)
-        info = read_weights_info(self.onnx_path)
-        self.backbone = info.get("backbone", self.backbone)
-        self.alignment = alignment_of(info, weights_info_path(self.onnx_path))
-        threshold, source, messages = threshold_setting(info, weights_info_path(self.onnx_path), self.threshold)
-        return ModelSettings(self.backbone, self.input_shape, threshold, source, messages)
 
     def face(self, image: ImageInput) -> Image.Image:
         """The RGB picture the network will see: ``image`` (a path or a PIL image) decoded and, as
@@ -282,22 +236,12 @@ class Facenet:
         return self.choose(rgb, self.detector.detect(rgb), name)
 
     def choose(self, rgb: Image.Image, found: Detections, name: str = "image") -> Image.Image:
-        """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``, as ``align`` says:
-        the photo itself when it is a face crop (auto), else its main face cropped like align_dataset.py."""
-        from utils.detect import align_face, main_face
-
-        index = main_face(found, rgb.size)
-        if index is None:
-            hint = "or give a face crop with --align False" if self.align == "auto" else \
-                "or, for an already cropped face, --align False"
-            raise ImageError(f"{name}: no face found; use a photo with a clearly visible face, {hint}")
-        if self.align == "auto" and is_face_crop(found.boxes, index, rgb.size):
-            face = rgb
-            if self.alignment.mode == "warp" and not is_warped(found.landmarks[index], rgb.size):
-                self.say(f"warning: {name} looks like a face crop, but {self.weights} was trained on "
-                         f"{self.alignment.describe()} faces; it is used as it is (--align True warps it)")
-        else:
-            face = align_face(rgb, found, self.alignment.mode, self.alignment.size, self.alignment.margin, index=index)
+        """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``, as ``align`` says
+        (``utils.alignment.choose_face``), marked as prepared."""
+        face, unwarped = choose_face(rgb, found, self.align, self.alignment, name)
+        if unwarped:
+            self.say(f"warning: {name} looks like a face crop, but {self.weights} was trained on "
+                     f"{self.alignment.describe()} faces; it is used as it is (--align True warps it)")
         face.info[ALIGNED_KEY] = True
         return face
 

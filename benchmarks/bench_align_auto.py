@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from facenet import Facenet, is_face_crop
+from facenet import Facenet
+from utils.alignment import is_face_crop
 from utils.config import check_int, configure, run_main
 from utils.detect import main_face
 from utils.image import ImageError, open_rgb

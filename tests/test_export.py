@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements.txt)")
 pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) is not installed "

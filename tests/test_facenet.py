@@ -280,7 +280,7 @@ def test_auto_align_keeps_face_crops_and_aligns_photos(auto_model, tmp_path):
     ((4, 4, 156, 156), (160, 160), True),
 ])
 def test_face_crop_geometry(box, size, tight):
-    from facenet import is_face_crop
+    from utils.alignment import is_face_crop
     assert is_face_crop(np.array([box], np.float32), 0, size) is tight
 
 

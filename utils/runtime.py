@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from nets.facenet import FacenetNet
+from utils.checkpoint import (CheckpointError, ModelSettings, fmt_shape, load_weights, model_settings,
+                              read_weights_info, threshold_setting, weights_info_path)
 from utils.config import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -112,6 +115,41 @@ class Embedder:
                 embedding = F.normalize(embedding + self._embed(mirrored), p=2, dim=1)
             chunks.append(embedding.float().cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_size), np.float32)
+
+
+def load_embedder(model_path: str, backbone: str | None, input_shape: list[int] | None, threshold: float | None,
+                  default_input_shape: list[int], device: torch.device, precision: str, flip: bool,
+                  verbose: bool = False) -> tuple[Embedder, ModelSettings]:
+    """The weights ``model_path`` (loaded strictly) as an ``Embedder``, and the settings found for them:
+    each of backbone, input_shape and threshold given wins, else the weights' JSON, else a stated default."""
+    if not os.path.isfile(model_path):
+        raise CheckpointError(f"{model_path}: no weights file; copy the trained facenet_{backbone or 'mobilenet'}"
+                              ".pth there, or train with train.py and pass --model_path logs/<weights>.pth")
+    found = model_settings(model_path, backbone, input_shape, threshold, default_input_shape)
+    net = FacenetNet(backbone=found.backbone)
+    load_weights(net, model_path, purpose="predict", verbose=verbose)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return Embedder(net, device, precision, flip), found
+
+
+def load_onnx_embedder(onnx_path: str, backbone: str | None, input_shape: list[int] | None,
+                       threshold: float | None, precision: str, flip: bool) -> tuple[Embedder, ModelSettings]:
+    """An ONNX file written by export.py as an ``Embedder`` (onnxruntime, on the CPU), and its settings: the
+    input size fixed by the export, the backbone and threshold from the JSON beside it."""
+    from utils.onnx_model import OnnxEmbedder
+
+    if precision != "fp32":
+        raise SettingError("an ONNX file runs in fp32; leave --precision fp32 with --onnx_path")
+    runner = OnnxEmbedder(onnx_path)
+    if input_shape is not None and list(input_shape) != runner.input_shape:
+        raise CheckpointError(f"{onnx_path}: exported for input_shape {fmt_shape(runner.input_shape)}, not "
+                              f"{fmt_shape(input_shape)}; leave --input_shape unset or export again with "
+                              "python export.py --input_shape ...")
+    info = read_weights_info(onnx_path)
+    threshold, source, messages = threshold_setting(info, weights_info_path(onnx_path), threshold)
+    settings = ModelSettings(info.get("backbone", backbone), runner.input_shape, threshold, source, messages)
+    return Embedder(runner, "cpu", precision, flip), settings
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
