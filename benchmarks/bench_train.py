@@ -37,14 +37,14 @@ from txt_annotation import annotate
 from utils.config import configure, fail
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
                               make_loader, read_annotation)
-from utils.runtime import SettingError, check_precision, network_threads, resolve_workers
+from utils.runtime import SettingError, autocast, check_precision, network_threads, resolve_workers
 from utils.training import Criterion, Precision, make_optimizer, to_input
 
 
 def step_fn(model, optimizer, criterion, precision):
     def step(images, labels):
         x = to_input(images, torch.device("cpu"), channels_last=True)
-        with precision.autocast(torch.device("cpu")):
+        with autocast(precision.name, "cpu"):
             embeddings, logits = model(x)
         loss = criterion(embeddings, logits, labels)["loss"]
         optimizer.zero_grad(set_to_none=True)

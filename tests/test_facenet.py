@@ -105,7 +105,7 @@ def test_shipped_weights_give_the_documented_distances_on_the_sample_images():
         ["same person", "different people", "different people"]
 
 
-def test_embed_batch_matches_single_calls(model):
+def test_embed_of_a_list_matches_single_calls(model):
     batch = model.embed(SAMPLES)
     assert batch.shape == (3, 128) and batch.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)

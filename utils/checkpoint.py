@@ -98,7 +98,7 @@ def read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
 
 
 def load_weights(model: nn.Module, path: str, purpose: str = "predict", verbose: bool = True) -> LoadReport:
-    """Load ``path`` into a ``nets.facenet.Facenet`` and report what happened.
+    """Load ``path`` into a ``nets.facenet.FacenetNet`` and report what happened.
 
     purpose:
       "predict"  every backbone and head entry must be in the file (never run on random weights);
