@@ -1,12 +1,15 @@
 """Detect and align the main face of every image of a dataset, e.g. raw LFW to 160x160 crops.
 
-    python align_dataset.py --input_dir raw_lfw --output_dir lfw --mode crop --image_size 160 --margin 32
+    python align_dataset.py --input_dir raw_lfw --output_dir lfw --no_face centre   # LFW for eval_LFW.py
 
 Resumable: aligned images already in output_dir are kept, and images an earlier run could not use
 (listed in output_dir/failures.csv) are not tried again unless --retry_failed True. Every image
 ends up either aligned or listed in failures.csv with its reason. The settings that shape the
 crops are recorded in output_dir/align_settings.json: a later run with other settings is refused
-(crops of two sizes would mix) unless --redo True aligns every image again.
+(crops of two sizes would mix) unless --redo True aligns every image again. One change needs no
+redo: --retry_failed True --no_face centre on a folder aligned with skip adds centre crops for the
+listed failures and keeps the rest. The default spec (crop, 160 px, margin 32, MTCNN thresholds and
+smallest face) is utils/alignment.py's DEFAULT.
 """
 #------- settings (edit here or override as --name value) -------
 input_dir = "datasets/raw"        # a folder of person folders, or a flat folder of images
@@ -36,6 +39,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
+from utils.alignment import DEFAULT, MODES, SETTINGS_FILE
 from utils.checkpoint import write_json, write_text_atomic
 from utils.config import (UserError, check_bool, check_choice, check_int, check_number, check_writable_folder,
                           configure, print_settings, run_main, settings_of)
@@ -44,7 +48,7 @@ from utils.image import list_images
 from utils.runtime import available_cores, resolve_workers
 
 _FAILURES = "failures.csv"
-_SETTINGS = "align_settings.json"
+_SETTINGS = SETTINGS_FILE
 # The settings that shape the output images: a folder holds crops of one kind only.
 _RECORDED = ("input_dir", "mode", "image_size", "margin", "min_face_size", "thresholds", "no_face", "jpeg_quality")
 # A spawned worker takes seconds to import torch and load its detector (about 100 images' worth of
@@ -103,8 +107,12 @@ def check_folders(input_dir: str, output_dir: str) -> None:
     check_writable_folder("output_dir", output_dir)
 
 
-def record_settings(output_dir: str, recorded: dict, redo: bool) -> None:
-    """Write the settings into ``output_dir``, refusing a folder filled with other settings unless ``redo``."""
+def record_settings(output_dir: str, recorded: dict, redo: bool, retry_failed: bool = False) -> None:
+    """Write the settings into ``output_dir``, refusing a folder filled with other settings unless ``redo``.
+
+    One change is allowed without ``redo``: ``retry_failed`` with ``no_face`` centre on a folder made with
+    skip; only the listed failures are aligned again, so the folder becomes what a centre run gives.
+    """
     path = os.path.join(output_dir, _SETTINGS)
     if not redo and os.path.isfile(path):
         try:
@@ -113,11 +121,18 @@ def record_settings(output_dir: str, recorded: dict, redo: bool) -> None:
         except (OSError, ValueError):
             raise AlignError(f"{path}: unreadable; delete it and run with --redo True") from None
         changed = [k for k in _RECORDED if earlier.get(k) != recorded[k]]
-        if changed:
+        centre_retry = changed == ["no_face"] and (earlier.get("no_face"), recorded["no_face"]) == ("skip", "centre")
+        if changed and not (centre_retry and retry_failed):
             was = ", ".join(f"{k} {earlier.get(k)!r}" for k in changed)
             now = ", ".join(f"{k} {recorded[k]!r}" for k in changed)
-            raise AlignError(f"{output_dir} holds crops made with {was}, not {now}; use another --output_dir, "
-                             "or --redo True to align every image again")
+            hint = (" or --retry_failed True to add centre crops for the images listed in failures.csv, keeping "
+                    "the rest," if centre_retry else "")
+            raise AlignError(f"{output_dir} holds crops made with {was}, not {now}; use another --output_dir,"
+                             f"{hint} or --redo True to align every image again")
+        history = list(earlier.get("history", []))
+        if centre_retry:
+            history.append("aligned with no_face skip; the failures then retried with no_face centre")
+        recorded = {**recorded, **({"history": history} if history else {})}
     elif not redo and os.path.isdir(output_dir) and any(not n.startswith(".") for n in os.listdir(output_dir)):
         raise AlignError(f"--output_dir {output_dir} is not empty and has no {_SETTINGS} (not made by this "
                          "script, or by an older version); use an empty folder, or --redo True to align "
@@ -155,25 +170,42 @@ def _align(job: tuple[str, str, str]) -> tuple[str, str | None]:
         return rel, f"{type(err).__name__}: {err}"
 
 
-def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: int = 160, margin: int = 32,
-               num_workers: int | str = "auto", min_face_size: float = 20,
-               thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+def align_tree(input_dir: str, output_dir: str, mode: str = DEFAULT.mode, image_size: int = DEFAULT.size,
+               margin: int = DEFAULT.margin, num_workers: int | str = "auto",
+               min_face_size: float = DEFAULT.min_face_size,
+               thresholds: tuple[float, float, float] = DEFAULT.thresholds,
                weights_dir: str = "model_data", device: str = "cpu", jpeg_quality: int = 95,
                retry_failed: bool = False, no_face: str = "skip", redo: bool = False) -> Summary:
     """Align every image under ``input_dir`` into ``output_dir`` (same relative names, .jpg).
 
     ``redo`` aligns every image again even where an output exists (and accepts a folder made with
     other settings); otherwise outputs are kept and a folder of other settings is refused.
+    ``retry_failed`` aligns the images listed in failures.csv again (with ``no_face`` centre, also in a
+    folder made with skip) and keeps the rest.
     """
     check_folders(input_dir, output_dir)
     FaceDetector(weights_dir, "cpu", min_face_size)  # stop here, once, if the weights are missing
     recorded = dict(input_dir=os.path.realpath(input_dir), mode=mode, image_size=image_size, margin=margin,
                     min_face_size=min_face_size, thresholds=list(thresholds), no_face=no_face,
                     jpeg_quality=jpeg_quality)
-    record_settings(output_dir, recorded, redo)
+    record_settings(output_dir, recorded, redo, retry_failed)
     images = list_images(input_dir)
     failures_path = os.path.join(output_dir, _FAILURES)
     earlier = {} if retry_failed or redo else read_failures(failures_path)
+    jobs, failures, kept = plan(images, input_dir, output_dir, earlier, redo)
+    options = dict(weights_dir=weights_dir, device=device, min_face_size=min_face_size, thresholds=thresholds,
+                   mode=mode, image_size=image_size, margin=margin, quality=jpeg_quality, no_face=no_face)
+    try:
+        aligned = run_jobs(jobs, options, worker_count(num_workers, device, len(jobs)), failures)
+    finally:
+        write_failures(failures_path, failures)
+    return Summary(len(images), aligned, kept, failures)
+
+
+def plan(images: list[str], input_dir: str, output_dir: str, earlier: dict,
+         redo: bool) -> tuple[list[tuple[str, str, str]], dict, int]:
+    """The (rel, src, dst) jobs still to do, the failures known without trying (name clashes, the
+    ``earlier`` ones not retried) and how many outputs are kept."""
     failures, jobs, owner, kept = {}, [], {}, 0
     for rel in images:
         out_rel = os.path.splitext(rel)[0] + ".jpg"
@@ -187,10 +219,13 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
         else:
             jobs.append((rel, os.path.join(input_dir, rel), dst))
         owner.setdefault(out_rel, rel)
-    options = dict(weights_dir=weights_dir, device=device, min_face_size=min_face_size, thresholds=thresholds,
-                   mode=mode, image_size=image_size, margin=margin, quality=jpeg_quality, no_face=no_face)
+    return jobs, failures, kept
+
+
+def run_jobs(jobs: list[tuple[str, str, str]], options: dict, workers: int, failures: dict) -> int:
+    """Align ``jobs`` in ``workers`` processes (1: here), adding each failure to ``failures`` as it comes
+    (so an interrupted run still lists them); returns how many were aligned."""
     aligned, pool, threads = 0, None, torch.get_num_threads()
-    workers = worker_count(num_workers, device, len(jobs))
     try:
         if workers <= 1:
             _start_worker(options)
@@ -208,14 +243,12 @@ def align_tree(input_dir: str, output_dir: str, mode: str = "crop", image_size: 
         if pool is not None:
             pool.terminate()
         torch.set_num_threads(threads)
-        write_failures(failures_path, failures)
-    return Summary(len(images), aligned, kept, failures)
-
+    return aligned
 
 
 def check_settings() -> None:
     """Every setting checked before any work; a bad one is a UserError naming it."""
-    check_choice("mode", mode, ("crop", "warp"))
+    check_choice("mode", mode, MODES)
     check_int("image_size", image_size, 16, 4096)
     check_int("margin", margin, 0, image_size - 1)
     worker_count(num_workers, device, 0)
