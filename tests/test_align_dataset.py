@@ -219,3 +219,29 @@ def test_cuda_without_a_gpu_is_refused(nested, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         runpy.run_path(script, run_name="__main__")
     assert info.value.code == 2 and "no GPU" in capsys.readouterr().err
+
+
+def test_retry_failed_with_centre_adds_centre_crops_and_keeps_the_rest(nested, tmp_path, monkeypatch):
+    out = tmp_path / "aligned"
+    align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    no_face = os.path.join("Texture", "texture_no_face.jpg")
+    with pytest.raises(align_dataset.AlignError, match="no_face 'skip', not no_face 'centre'.*--retry_failed True"):
+        align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
+    stamp = os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
+    counter = CountingAligner(align_dataset.align_file)
+    monkeypatch.setattr(align_dataset, "align_file", counter)
+    summary = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre",
+                                       retry_failed=True)
+    assert sorted(counter.calls) == ["broken.jpg", "texture_no_face.jpg"]
+    assert summary.kept == 3 and summary.failures[no_face] == "no face found; centre crop written"
+    assert os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") == stamp
+    with Image.open(out / no_face) as face:
+        assert face.size == (160, 160)
+    recorded = json.loads((out / "align_settings.json").read_text())
+    assert recorded["no_face"] == "centre" and "retried with no_face centre" in recorded["history"][0]
+    counter.calls.clear()  # the folder now counts as a centre folder: a plain centre run redoes nothing
+    again = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
+    assert counter.calls == [] and again.kept == 3 and again.failures == summary.failures
+    assert "history" in json.loads((out / "align_settings.json").read_text())
+    with pytest.raises(align_dataset.AlignError, match="no_face 'centre', not no_face 'skip'"):
+        align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, retry_failed=True)
