@@ -114,9 +114,9 @@ def missing_images_hint(lfw_dir: str) -> str:
         pass
     failures = os.path.join(lfw_dir, "failures.csv")
     if os.path.isfile(failures):
-        return (f"align_dataset.py found no face in them and skipped them (listed in {failures}); add centre "
-                f"crops for those with python align_dataset.py --input_dir {source} --output_dir {lfw_dir} "
-                "--retry_failed True --no_face centre")
+        return (f"align_dataset.py lists the photos it could not align, most often for finding no face, in "
+                f"{failures}; add centre crops for those with python align_dataset.py --input_dir {source} "
+                f"--output_dir {lfw_dir} --retry_failed True --no_face centre")
     return (f"align all of LFW into that folder with python align_dataset.py --input_dir {source} --output_dir "
             f"{lfw_dir} --no_face centre (the pairs need every image), or set --lfw_dir_path")
 
