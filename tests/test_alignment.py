@@ -46,6 +46,10 @@ def test_one_spec_holds_the_detector_settings_and_everyone_takes_them_from_it(tm
     (tmp_path / "align_settings.json").write_text(json.dumps({"mode": "crop", "image_size": 128, "margin": 16,
                                                               "thresholds": [0.6, 0.7, 0.8], "min_face_size": 30}))
     assert folder_alignment(str(tmp_path)) == Alignment("crop", 128, 16, (0.6, 0.7, 0.8), 30)
+    # galleries embedded with other detector settings are told apart; the default's words stay as they were
+    assert DEFAULT.describe() == "mtcnn crop 160 px margin 32"
+    assert Alignment("crop", 128, 16, (0.6, 0.7, 0.8), 30).describe() == \
+        "mtcnn crop 128 px margin 16, thresholds 0.6,0.7,0.8, faces from 30 px"
 
 
 def test_folders_aligned_by_align_dataset_and_mixing_warnings(tmp_path):

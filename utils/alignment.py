@@ -19,6 +19,8 @@ from utils.config import UserError
 
 MODES = ("crop", "warp")
 SETTINGS_FILE = "align_settings.json"   # align_dataset.py's record of an aligned folder
+DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)   # face probability MTCNN's P-, R- and O-Net each require
+DEFAULT_MIN_FACE = 20                  # smallest face searched for, in photo pixels
 # A photo whose five landmarks lie within this share of its side of the warp template is a warp already.
 WARP_TOLERANCE = 0.06
 
@@ -30,13 +32,16 @@ class Alignment:
     mode: str
     size: int
     margin: int = 0
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)   # face probability P-, R- and O-Net require
-    min_face_size: float = 20                                  # smallest face searched for, in photo pixels
+    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS
+    min_face_size: float = DEFAULT_MIN_FACE
 
     def describe(self) -> str:
-        if self.mode == "warp":
-            return f"mtcnn five-point warp {self.size} px"
-        return f"mtcnn crop {self.size} px margin {self.margin}"
+        """In words; the detector settings only where they differ from the default (gallery fingerprints)."""
+        text = f"mtcnn five-point warp {self.size} px" if self.mode == "warp" else \
+            f"mtcnn crop {self.size} px margin {self.margin}"
+        if (tuple(self.thresholds), self.min_face_size) != (DEFAULT_THRESHOLDS, DEFAULT_MIN_FACE):
+            text += f", thresholds {','.join(map(str, self.thresholds))}, faces from {self.min_face_size:g} px"
+        return text
 
 
 DEFAULT = Alignment("crop", 160, 32)
