@@ -258,3 +258,11 @@ def test_alignment_workers(monkeypatch):
     assert align_folder.worker_count("3", "cpu", 10) == 3
     with pytest.raises(SettingError):
         align_folder.worker_count("lots", "cpu", 10)
+
+
+def test_the_settings_block_shows_the_spec_of_utils_alignment():
+    from utils.alignment import DEFAULT
+    settings = runpy.run_path(os.path.join(ROOT, "align_dataset.py"), run_name="settings_only")
+    assert (settings["mode"], settings["image_size"], settings["margin"]) == (DEFAULT.mode, DEFAULT.size,
+                                                                                DEFAULT.margin)
+    assert tuple(settings["thresholds"]) == DEFAULT.thresholds and settings["min_face_size"] == DEFAULT.min_face_size
