@@ -5,8 +5,11 @@
     python eval_LFW.py --bin_path lfw.bin,cfp_fp.bin --pairs_list_path calfw/pairs_CALFW.txt
 
 The backbone and input size come from the JSON beside the weights unless given. Writes the ROC
-curve to ``png_save_path`` and every number to ``json_save_path``; copy that JSON beside the
-weights as ``<weights stem>.json`` and facenet.py uses its ``threshold``.
+curve to ``png_save_path`` and every number to ``json_save_path`` (both under logs/ by default);
+``--save_threshold True`` also records the measured threshold, what it was measured on and the
+impostor table in the weights' own JSON (``<model_path without .pth>.json``), where predict.py
+reads them. A collapsed model (every face mapped to about one point) is named as such and gives no
+threshold; a folder of raw, unaligned LFW photos gets a warning.
 """
 #------- settings (edit here or override as --name value) -------
 cuda = True                                 # use the GPU when there is one (falls back to the CPU)
@@ -16,19 +19,22 @@ model_path = "model_data/facenet_mobilenet.pth"
 lfw_dir_path = "lfw"                        # aligned LFW: <name>/<name>_0001.jpg ...
 lfw_pairs_path = "model_data/lfw_pair.txt"  # official pairs.txt (10 sets of 300 + 300 pairs)
 batch_size = 256                            # images decoded together (at least 1)
-png_save_path = "model_data/roc_test.png"   # ROC curve; any format matplotlib writes (.png, .pdf, .svg ...)
+png_save_path = "logs/roc_test.png"         # ROC curve; any format matplotlib writes (.png, .pdf, .svg ...)
 flip = False                                # also embed the mirror image and add the two embeddings
 folds = "all"                               # "all" or the official sets to use, e.g. "8,9,10"
 letterbox_image = True                      # keep the aspect ratio (grey padding) when resizing
 num_workers = "auto"                        # decoding processes; auto: what fits beside the network (0 on 2 cores)
 precision = "fp32"                          # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
-json_save_path = "model_data/lfw_eval.json"
+json_save_path = "logs/lfw_eval.json"       # every number of the evaluation, the ROC curve included
 bin_path = ""                               # .bin sets (lfw.bin, cfp_fp.bin ...): files or folders, comma-separated;
                                             # scored instead of the LFW folder, one row per set
 pairs_list_path = ""                        # CALFW / CPLFW lists (pairs_CALFW.txt ...), comma-separated; their
                                             # images in "aligned images" beside each
 bin_folds = 10                              # folds of consecutive pairs in a .bin (insightface's protocol)
+save_threshold = False                      # True: write the measured threshold into <model_path>.json
 #------------------------------------------------------------------
+import math
+import os
 import time
 
 import torch
@@ -36,18 +42,19 @@ import torch
 from nets.facenet import BACKBONES, FacenetNet
 from utils.alignment import alignment_of, folder_alignment, mismatch_warning
 from utils.checkpoint import (figure_extensions, file_sha256, load_weights, model_settings, read_weights_info,
-                              write_json)
+                              record_threshold, weights_info_path, write_json)
 from utils.config import (UserError, check_bool, check_choice, check_input_shape, check_int, check_output_file,
                           configure, print_settings, run_main, settings_of)
 from utils.image import ImageError
-from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot
+from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot, unaligned_warning
+from utils.open_set import TABLE_KEY
 from utils.runtime import check_precision, resolve_workers
 from utils.valsets import LFW_FOLDER_SET, load_sets, score_sets, table
 
 
 def check_settings() -> None:
     """Every setting checked before anything is loaded; a bad one is a UserError naming it."""
-    for name in ("cuda", "flip", "letterbox_image"):
+    for name in ("cuda", "flip", "letterbox_image", "save_threshold"):
         check_bool(name, globals()[name])
     if backbone is not None:
         check_choice("backbone", backbone, BACKBONES)
@@ -58,6 +65,15 @@ def check_settings() -> None:
     parse_folds(str(folds))
     check_output_file("png_save_path", png_save_path, figure_extensions())
     check_output_file("json_save_path", json_save_path, (".json",))
+    inputs = {"--model_path": model_path, "the weights' JSON": weights_info_path(model_path),
+              "--lfw_pairs_path": lfw_pairs_path}
+    for name, output in (("png_save_path", png_save_path), ("json_save_path", json_save_path)):
+        for what, path in inputs.items():
+            if os.path.realpath(output) == os.path.realpath(path):
+                raise UserError(f"--{name} {output} is {what}, an input of this run; write the evaluation "
+                                "elsewhere (by default under logs/)" +
+                                (" and give --save_threshold True to record the threshold there"
+                                 if path.endswith(".json") else ""))
 
 
 def main() -> None:
@@ -78,7 +94,8 @@ def main() -> None:
     sets = load_sets(f"{bin_path},{pairs_list_path}", bin_folds) if bin_path or pairs_list_path else None
     if sets is None:
         pairs = load_pairs(lfw_pairs_path, lfw_dir_path, parse_folds(str(folds)))
-        sets_warnings = [mismatch_warning(trained, folder_alignment(lfw_dir_path), lfw_dir_path)]
+        sets_warnings = [mismatch_warning(trained, folder_alignment(lfw_dir_path), lfw_dir_path),
+                         unaligned_warning(lfw_dir_path, pairs.paths)]
     else:
         sets_warnings = [mismatch_warning(trained, s.alignment, s.path) for s in sets]
     for message in filter(None, sets_warnings):
@@ -96,11 +113,20 @@ def main() -> None:
     except ImageError as err:
         raise UserError(f"{err}; fix or replace that file in {lfw_dir_path}") from None
     wall = time.perf_counter() - start
-
+    print_lfw(result, found, device, workers, wall)
     fold_list = ",".join(map(str, result["folds"]))
-    print(f"\nLFW verification: {result['num_pairs']} pairs ({result['num_same']} same) of folds {fold_list}, "
-          f"{result['num_images']} images at {found.input_shape[0]}x{found.input_shape[1]}, "
-          f"flip {'on' if flip else 'off'}, {device} {precision}")
+    save_roc_plot(result, png_save_path, title=f"LFW ROC, {found.backbone}, folds {fold_list}")
+    save_evaluation(result, found, device, workers, settings, wall)
+    measured_on = {"set": f"LFW folds {fold_list} in {lfw_dir_path}", "pairs": result["num_pairs"],
+                   "accuracy": result["accuracy_mean"], "flip": flip, "precision": precision}
+    record(found, result, measured_on, {TABLE_KEY: result[TABLE_KEY]})
+
+
+def print_lfw(result: dict, found, device: str, workers: int, wall: float) -> None:
+    """The LFW numbers as a block of lines, a warning first when there is one."""
+    print(f"\nLFW verification: {result['num_pairs']} pairs ({result['num_same']} same) of folds "
+          f"{','.join(map(str, result['folds']))}, {result['num_images']} images at "
+          f"{found.input_shape[0]}x{found.input_shape[1]}, flip {'on' if flip else 'off'}, {device} {precision}")
     if result["warning"]:
         print(f"WARNING: {result['warning']}")
     print(f"  accuracy         {result['accuracy_mean']:.5f} +- {result['accuracy_std']:.5f}")
@@ -113,19 +139,38 @@ def main() -> None:
     print(f"  EER              {result['eer']:.5f}")
     print(f"  same distance    {result['same_distance_mean']:.4f} +- {result['same_distance_std']:.4f}")
     print(f"  diff distance    {result['diff_distance_mean']:.4f} +- {result['diff_distance_std']:.4f}")
-    print(f"  1:N statistics   impostor distances of {result['impostors']['measured_on']} (key 'impostors'): "
+    print(f"  1:N statistics   impostor distances of {result[TABLE_KEY]['measured_on']} (key '{TABLE_KEY}'): "
           "predict.py's identify and dir modes derive their threshold from them")
     print(f"  speed            {result['num_images']} images in {result['embed_seconds']:.1f} s "
           f"({result['images_per_second']:.1f} images/s, {workers} decoding workers); wall time {wall:.1f} s")
 
-    save_roc_plot(result, png_save_path, title=f"LFW ROC, {found.backbone}, folds {fold_list}")
-    # backbone, threshold and input_shape first: facenet.py reads them when this file sits beside the weights.
-    write_json(json_save_path, {"backbone": found.backbone, "threshold": result["threshold_mean"],
-                                "input_shape": found.input_shape, **result, "wall_seconds": wall, "device": device,
-                                "workers": workers,
+
+def save_evaluation(result: dict, found, device: str, workers: int, settings: dict, wall: float) -> None:
+    """Every number of the run, the ROC curve included, in ``json_save_path``; no threshold from a collapsed
+    model."""
+    threshold = None if result.get("collapsed") else result.get("threshold_mean")
+    write_json(json_save_path, {"backbone": found.backbone, "threshold": threshold, "input_shape": found.input_shape,
+                                **result, "wall_seconds": wall, "device": device, "workers": workers,
                                 "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
                                 "settings": settings})
     print(f"Saved {png_save_path} and {json_save_path}")
+
+
+def record(found, result: dict | None, measured_on: dict, extra: dict) -> None:
+    """With --save_threshold True, the measured threshold into the weights' JSON, unless there is none
+    (a collapsed model, or no LFW set); otherwise say how to keep it."""
+    where = weights_info_path(model_path)
+    threshold = result.get("threshold_mean") if result else None
+    if result is None or result.get("collapsed") or threshold is None or not math.isfinite(threshold):
+        if save_threshold:
+            why = "the model has collapsed" if result and result.get("collapsed") else "no LFW threshold measured"
+            print(f"threshold not saved: {why}; {where} is left as it was")
+        return
+    if not save_threshold:
+        print(f"To use this threshold in predict.py, run again with --save_threshold True (writes {where})")
+        return
+    path = record_threshold(model_path, found.backbone, found.input_shape, threshold, measured_on, extra)
+    print(f"Saved threshold {threshold:.4f} in {path}")
 
 
 def report_sets(model, sets: list, found, device: str, workers: int, settings: dict, start: float) -> None:
@@ -139,7 +184,8 @@ def report_sets(model, sets: list, found, device: str, workers: int, settings: d
     print(f"  wall time {wall:.1f} s")
     save_roc_plot(results, png_save_path, title=f"ROC, {found.backbone}")
     lfw = results.get(LFW_FOLDER_SET)
-    write_json(json_save_path, {"backbone": found.backbone, "threshold": lfw["threshold_mean"] if lfw else None,
+    threshold = lfw["threshold_mean"] if lfw and not lfw.get("collapsed") else None
+    write_json(json_save_path, {"backbone": found.backbone, "threshold": threshold,
                                 "input_shape": found.input_shape,
                                 "sets": {n: {"path": s.path, **results[n]} for n, s in
                                          ((s.name, s) for s in sets)},
@@ -147,6 +193,9 @@ def report_sets(model, sets: list, found, device: str, workers: int, settings: d
                                 "checkpoint": {"path": model_path, "sha256": file_sha256(model_path)},
                                 "settings": settings})
     print(f"Saved {png_save_path} and {json_save_path}")
+    path = next((s.path for s in sets if s.name == LFW_FOLDER_SET), "")
+    record(found, lfw, {"set": f"{LFW_FOLDER_SET} {path}", "pairs": lfw["num_pairs"] if lfw else 0,
+                        "accuracy": lfw["accuracy_mean"] if lfw else None, "flip": flip, "precision": precision}, {})
 
 
 if __name__ == "__main__":

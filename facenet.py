@@ -185,7 +185,8 @@ class Facenet:
         if self.align:
             from utils.detect import FaceDetector
             self.detector = FaceDetector(weights_dir=os.path.join(REPOSITORY, "model_data"),
-                                         device=str(self.device))
+                                         device=str(self.device), min_face_size=self.alignment.min_face_size,
+                                         thresholds=self.alignment.thresholds)
         if self.verbose:
             print_settings({**({"onnx_path": self.onnx_path} if self.onnx_path else
                                {"model_path": self.model_path, "backbone": self.backbone}),

@@ -35,10 +35,11 @@ python train.py --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler
 
 # 5. Ship: plain state_dict of the last epoch, then its LFW numbers. The held-out evaluation (sets 8-10,
 #    people never seen in training) gives the threshold that facenet.py reads from
-#    model_data/facenet_mobilenet.json; the all-sets evaluation includes people seen in training.
+#    model_data/facenet_mobilenet.json (--save_threshold True); the all-sets evaluation includes people seen
+#    in training.
 cp logs/mobilenet_112/last_epoch_weights.pth model_data/facenet_mobilenet.pth
 cp logs/mobilenet_112/last_epoch_weights.json model_data/facenet_mobilenet.json
-python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --folds 8,9,10 \
-    --json_save_path model_data/facenet_mobilenet.json --png_save_path model_data/roc_heldout.png
+python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --folds 8,9,10 --save_threshold True \
+    --json_save_path model_data/lfw_eval_heldout.json --png_save_path model_data/roc_heldout.png
 python eval_LFW.py --model_path model_data/facenet_mobilenet.pth \
     --json_save_path model_data/lfw_eval_all_folds.json --png_save_path model_data/roc_all_folds.png

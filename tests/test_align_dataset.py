@@ -1,4 +1,5 @@
-"""align_dataset.py on small trees of the committed photos: outputs, failures.csv, resume, layouts."""
+"""align_dataset.py and its library utils/align_folder.py on small trees of the committed photos: outputs,
+failures.csv, resume, layouts."""
 import csv
 import json
 import os
@@ -10,9 +11,10 @@ import sys
 import pytest
 from PIL import Image
 
-import align_dataset
 from conftest import FIXTURES, ROOT
+from utils import align_folder
 from utils.detect import DetectorError
+from utils.runtime import SettingError
 
 PHOTOS = os.path.join(FIXTURES, "mtcnn")
 WEIGHTS = os.path.join(ROOT, "model_data")
@@ -47,7 +49,7 @@ def nested(tmp_path):
 
 
 class CountingAligner:
-    """Wraps align_dataset.align_file to count the images it is asked to do."""
+    """Wraps align_folder.align_file to count the images it is asked to do."""
 
     def __init__(self, real):
         self.real, self.calls = real, []
@@ -59,7 +61,7 @@ class CountingAligner:
 
 def test_nested_tree_is_aligned_and_failures_listed(nested, tmp_path):
     out = tmp_path / "aligned"
-    summary = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    summary = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     assert summary.images == 5 and summary.aligned == 3 and summary.kept == 0
     for rel in ["Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
                 "Matthew_Perry/Matthew_Perry_0003.jpg"]:
@@ -77,7 +79,7 @@ def test_nested_tree_is_aligned_and_failures_listed(nested, tmp_path):
 
 def test_centre_fallback_writes_a_crop_and_still_lists_the_image(nested, tmp_path):
     out = tmp_path / "aligned"
-    summary = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
+    summary = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
     no_face = os.path.join("Texture", "texture_no_face.jpg")
     assert summary.failures[no_face] == "no face found; centre crop written"
     with Image.open(out / no_face) as face:
@@ -87,18 +89,18 @@ def test_centre_fallback_writes_a_crop_and_still_lists_the_image(nested, tmp_pat
 
 def test_second_run_redoes_nothing_unless_asked(nested, tmp_path, monkeypatch):
     out = tmp_path / "aligned"
-    first = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    first = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     stamp = os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
-    counter = CountingAligner(align_dataset.align_file)
-    monkeypatch.setattr(align_dataset, "align_file", counter)
-    second = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    counter = CountingAligner(align_folder.align_file)
+    monkeypatch.setattr(align_folder, "align_file", counter)
+    second = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     assert counter.calls == []
     assert second.aligned == 0 and second.kept == 3 and second.failures == first.failures
     assert os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") == stamp
     assert read_csv(out / "failures.csv") == first.failures
     # A removed output is redone; earlier failures are retried only on request.
     os.remove(out / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg")
-    third = align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS, retry_failed=True)
+    third = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, retry_failed=True)
     assert sorted(counter.calls) == ["Aaron_Peirsol_0002.jpg", "broken.jpg", "texture_no_face.jpg"]
     assert third.aligned == 1 and third.kept == 2 and third.failures == first.failures
 
@@ -109,18 +111,18 @@ def test_flat_folder_warp_mode_and_name_clash(tmp_path):
     put(root, "b.png", "Colin_Powell_0047.jpg")
     put(root, "a.png", "Aaron_Peirsol_0002.jpg")  # would also become a.jpg
     out = tmp_path / "aligned"
-    summary = align_dataset.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
+    summary = align_folder.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
     assert sorted(os.listdir(out)) == ["a.jpg", "align_settings.json", "b.jpg", "failures.csv"]
     with Image.open(out / "b.jpg") as face:
         assert face.size == (112, 112)
     assert summary.images == 3 and summary.aligned == 2
     assert summary.failures == {"a.png": "same output name a.jpg as a.jpg"}
-    again = align_dataset.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
+    again = align_folder.align_tree(str(root), str(out), mode="warp", image_size=112, weights_dir=WEIGHTS)
     assert again.images == 3 and again.kept == 2
 
 
 def test_thresholds_reach_the_detector(nested, tmp_path):
-    summary = align_dataset.align_tree(str(nested), str(tmp_path / "out"), thresholds=(0.6, 0.7, 1.0),
+    summary = align_folder.align_tree(str(nested), str(tmp_path / "out"), thresholds=(0.6, 0.7, 1.0),
                                        weights_dir=WEIGHTS)
     assert summary.aligned == 0 and len(summary.failures) == 5
     assert list(summary.failures.values()).count("no face found") == 4
@@ -128,7 +130,7 @@ def test_thresholds_reach_the_detector(nested, tmp_path):
 
 def test_missing_weights_stop_before_writing(nested, tmp_path):
     with pytest.raises(DetectorError, match="pnet.pt"):
-        align_dataset.align_tree(str(nested), str(tmp_path / "out"), weights_dir=str(tmp_path / "none"))
+        align_folder.align_tree(str(nested), str(tmp_path / "out"), weights_dir=str(tmp_path / "none"))
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -152,23 +154,23 @@ def test_command_line_with_two_workers(nested, tmp_path):
                                           ("around", "contains --input_dir")])
 def test_output_folder_must_be_apart_from_the_input(nested, where, words):
     out = {"same": nested, "inside": nested / "Texture" / "aligned", "around": nested.parent}[where]
-    with pytest.raises(align_dataset.AlignError, match=words):
-        align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    with pytest.raises(align_folder.AlignError, match=words):
+        align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     assert sorted(os.listdir(nested / "Texture")) == ["broken.jpg", "notes.txt", "texture_no_face.jpg"]
 
 
 def test_settings_are_recorded_and_a_rerun_with_others_refused(nested, tmp_path, monkeypatch):
     out = tmp_path / "aligned"
-    align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     recorded = json.loads((out / "align_settings.json").read_text())
     assert recorded["image_size"] == 160 and recorded["mode"] == "crop" and recorded["margin"] == 32
-    with pytest.raises(align_dataset.AlignError, match="image_size 160.*not image_size 112.*--redo True"):
-        align_dataset.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS)
+    with pytest.raises(align_folder.AlignError, match="image_size 160.*not image_size 112.*--redo True"):
+        align_folder.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS)
     with Image.open(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") as face:
         assert face.size == (160, 160)
-    counter = CountingAligner(align_dataset.align_file)
-    monkeypatch.setattr(align_dataset, "align_file", counter)
-    redone = align_dataset.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS,
+    counter = CountingAligner(align_folder.align_file)
+    monkeypatch.setattr(align_folder, "align_file", counter)
+    redone = align_folder.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS,
                                       redo=True)
     assert redone.kept == 0 and len(counter.calls) == 5
     with Image.open(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") as face:
@@ -180,8 +182,8 @@ def test_a_filled_folder_of_unknown_origin_is_refused(nested, tmp_path):
     out = tmp_path / "someone_elses"
     out.mkdir()
     (out / "photo.jpg").write_bytes(b"keep me")
-    with pytest.raises(align_dataset.AlignError, match="not empty and has no align_settings.json"):
-        align_dataset.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    with pytest.raises(align_folder.AlignError, match="not empty and has no align_settings.json"):
+        align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -219,3 +221,48 @@ def test_cuda_without_a_gpu_is_refused(nested, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         runpy.run_path(script, run_name="__main__")
     assert info.value.code == 2 and "no GPU" in capsys.readouterr().err
+
+
+def test_retry_failed_with_centre_adds_centre_crops_and_keeps_the_rest(nested, tmp_path, monkeypatch):
+    out = tmp_path / "aligned"
+    align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
+    no_face = os.path.join("Texture", "texture_no_face.jpg")
+    with pytest.raises(align_folder.AlignError, match="no_face 'skip', not no_face 'centre'.*--retry_failed True"):
+        align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
+    stamp = os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
+    counter = CountingAligner(align_folder.align_file)
+    monkeypatch.setattr(align_folder, "align_file", counter)
+    summary = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre",
+                                       retry_failed=True)
+    assert sorted(counter.calls) == ["broken.jpg", "texture_no_face.jpg"]
+    assert summary.kept == 3 and summary.failures[no_face] == "no face found; centre crop written"
+    assert os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") == stamp
+    with Image.open(out / no_face) as face:
+        assert face.size == (160, 160)
+    recorded = json.loads((out / "align_settings.json").read_text())
+    assert recorded["no_face"] == "centre" and "retried with no_face centre" in recorded["history"][0]
+    counter.calls.clear()  # the folder now counts as a centre folder: a plain centre run redoes nothing
+    again = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
+    assert counter.calls == [] and again.kept == 3 and again.failures == summary.failures
+    assert "history" in json.loads((out / "align_settings.json").read_text())
+    with pytest.raises(align_folder.AlignError, match="no_face 'centre', not no_face 'skip'"):
+        align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, retry_failed=True)
+
+
+def test_alignment_workers(monkeypatch):
+    monkeypatch.setattr(align_folder, "available_cores", lambda: 4)
+    assert align_folder.worker_count("auto", "cpu", 13000) == 4
+    assert align_folder.worker_count("auto", "cpu", 250) == 2     # a spawned worker must be worth its start
+    assert align_folder.worker_count("auto", "cpu", 10) == 1      # small jobs: in this process
+    assert align_folder.worker_count("auto", "cuda", 13000) == 1
+    assert align_folder.worker_count("3", "cpu", 10) == 3
+    with pytest.raises(SettingError):
+        align_folder.worker_count("lots", "cpu", 10)
+
+
+def test_the_settings_block_shows_the_spec_of_utils_alignment():
+    from utils.alignment import DEFAULT
+    settings = runpy.run_path(os.path.join(ROOT, "align_dataset.py"), run_name="settings_only")
+    assert (settings["mode"], settings["image_size"], settings["margin"]) == (DEFAULT.mode, DEFAULT.size,
+                                                                                DEFAULT.margin)
+    assert tuple(settings["thresholds"]) == DEFAULT.thresholds and settings["min_face_size"] == DEFAULT.min_face_size

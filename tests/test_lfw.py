@@ -1,4 +1,5 @@
 """LFW pairs parsing on a small real subset, embedding of image lists, and the one-call evaluation."""
+import json
 import os
 import shutil
 
@@ -11,7 +12,8 @@ from conftest import FIXTURES, ROOT, SHARED, requires_shared
 from nets.facenet import FacenetNet
 from utils.image import ImageError, open_rgb, preprocess
 from utils.runtime import inference_copy
-from utils.lfw import PairsError, embed_paths, evaluate_lfw, load_pairs, parse_folds
+from utils.lfw import (MissingLFWError, PairsError, embed_paths, evaluate_lfw, load_pairs, parse_folds, read_pairs,
+                       unaligned_warning)
 
 LFW = os.path.join(FIXTURES, "lfw")
 IMAGES = os.path.join(LFW, "images")
@@ -176,3 +178,43 @@ def test_official_pairs_against_raw_lfw():
     assert len(pairs.issame) == 6000 and len(pairs.paths) == 7701
     assert np.bincount(pairs.fold).tolist() == [0] + [600] * 10
     assert pairs.issame.sum() == 3000
+
+
+def test_missing_images_point_to_failures_csv_and_no_face_centre(lfw_copy):
+    pairs_path, images = lfw_copy
+    os.remove(os.path.join(images, "Dean_Barker", "Dean_Barker_0001.jpg"))
+    with pytest.raises(MissingLFWError, match="--no_face centre \\(the pairs need every image\\)"):
+        load_pairs(pairs_path, images)
+    with open(os.path.join(images, "align_settings.json"), "w") as handle:
+        json.dump({"input_dir": "/data/raw_lfw", "mode": "crop", "image_size": 160}, handle)
+    with open(os.path.join(images, "failures.csv"), "w") as handle:
+        handle.write("path,reason\nDean_Barker/Dean_Barker_0001.jpg,no face found\n")
+    with pytest.raises(MissingLFWError) as info:
+        load_pairs(pairs_path, images)
+    assert os.path.join(images, "failures.csv") in str(info.value)
+    assert f"--input_dir /data/raw_lfw --output_dir {images} --retry_failed True --no_face centre" in str(info.value)
+
+
+def test_pairs_file_that_is_not_utf8_is_named_in_one_line_and_a_bom_is_fine(tmp_path):
+    with open(PAIRS, "rb") as handle:
+        text = handle.read()
+    (tmp_path / "latin1.txt").write_bytes(text.replace(b"Dean_Barker", b"Dean_B\xe4rker"))
+    with pytest.raises(PairsError, match="latin1.txt: not UTF-8 text \\(byte 0xe4"):
+        read_pairs(str(tmp_path / "latin1.txt"))
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + text)
+    assert read_pairs(str(tmp_path / "bom.txt")) == read_pairs(PAIRS)
+
+
+def test_raw_lfw_photos_are_told_from_aligned_faces(tmp_path):
+    raw = tmp_path / "raw"
+    paths = []
+    for i in range(3):
+        os.makedirs(raw / f"P{i}")
+        paths.append(str(raw / f"P{i}" / f"P{i}_0001.jpg"))
+        Image.new("RGB", (250, 250)).save(paths[-1])
+    assert "looks unaligned" in unaligned_warning(str(raw), paths)
+    assert "align_dataset.py" in unaligned_warning(str(raw), paths)
+    (raw / "align_settings.json").write_text(json.dumps({"mode": "crop", "image_size": 250, "margin": 40}))
+    assert unaligned_warning(str(raw), paths) is None  # aligned by align_dataset.py, at 250 px
+    aligned = os.path.join(FIXTURES, "lfw", "images")
+    assert unaligned_warning(aligned, [os.path.join(aligned, "Dean_Barker", "Dean_Barker_0001.jpg")]) is None

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import align_dataset
 from conftest import ROOT
 from facenet import Facenet as FacenetModel
 from nets.facenet import FacenetNet
@@ -83,17 +82,6 @@ def test_resolve_workers(monkeypatch):
     for bad in ("many", "-1", 1.5, True):
         with pytest.raises(SettingError, match="auto or a whole number"):
             resolve_workers(bad, False)
-
-
-def test_alignment_workers(monkeypatch):
-    monkeypatch.setattr(align_dataset, "available_cores", lambda: 4)
-    assert align_dataset.worker_count("auto", "cpu", 13000) == 4
-    assert align_dataset.worker_count("auto", "cpu", 250) == 2     # a spawned worker must be worth its start
-    assert align_dataset.worker_count("auto", "cpu", 10) == 1      # small jobs: in this process
-    assert align_dataset.worker_count("auto", "cuda", 13000) == 1
-    assert align_dataset.worker_count("3", "cpu", 10) == 3
-    with pytest.raises(SettingError):
-        align_dataset.worker_count("lots", "cpu", 10)
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_a_bin_built_from_lfw_scores_as_the_folder_number_for_number(tmp_path, m
     a, b = evaluate_lfw(model, folder, *args, progress=False), evaluate_lfw(model, binset.pairs, *args, progress=False)
     assert np.isfinite(a["accuracy_mean"])
     for key in NUMBERS:
-        assert np.array_equal(a[key], b[key]), key
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # NaN where both are collapsed
 
 
 def write_pairs_list(folder, rows) -> str:

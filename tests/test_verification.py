@@ -128,3 +128,13 @@ def test_degenerate_distances_warn_instead_of_scoring(bad, words):
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="length"):
         evaluate(np.zeros(4), np.zeros(3, bool), np.ones(4))
+
+
+def test_collapsed_embeddings_keep_their_accuracy_but_give_no_threshold():
+    rng = np.random.default_rng(0)
+    d, same, fold = tiled(1e-5 + rng.uniform(0, 1e-6, 30), 1e-5 + rng.uniform(0, 2e-6, 30))
+    r = evaluate(d, same, fold)
+    assert r["collapsed"] is True and "collapsed" in r["warning"] and "--Epoch" in r["warning"]
+    assert np.isfinite(r["accuracy_mean"]) and np.isnan(r["threshold_mean"])
+    working = evaluate(*tiled([0.5] * 30, [1.5] * 30))
+    assert working["collapsed"] is False and working["threshold_mean"] == pytest.approx(1.0)

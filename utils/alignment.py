@@ -1,9 +1,11 @@
 """How the training faces were aligned, recorded beside the weights so photos are aligned the same way.
 
-The weights' JSON may hold ``"alignment": {"mode": "crop" | "warp", "size": pixels, "margin": pixels}``
-(train.py writes it: five-point warps at 112 px for insightface's face packs, the settings of
-align_dataset.py for a folder it aligned). Weights without it were trained the project's way: MTCNN
-crops of 160 px with a margin of 32, as align_dataset.py writes by default.
+This is the one place that says how faces are aligned by default (``DEFAULT``): align_dataset.py,
+the detector, facenet.py and the gallery take mode, size, margin, MTCNN's thresholds and the smallest
+face from here. The weights' JSON may hold ``"alignment": {"mode": "crop" | "warp", "size": pixels,
+"margin": pixels}`` (train.py writes it: five-point warps at 112 px for insightface's face packs, the
+settings of align_dataset.py for a folder it aligned). Weights without it were trained the project's
+way: MTCNN crops of 160 px with a margin of 32, as align_dataset.py writes by default.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
 
 MODES = ("crop", "warp")
 SETTINGS_FILE = "align_settings.json"   # align_dataset.py's record of an aligned folder
-CROP_MARGIN_PER_PIXEL = 32 / 160        # align_dataset.py's default margin for its default size
+DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)   # face probability MTCNN's P-, R- and O-Net each require
+DEFAULT_MIN_FACE = 20                  # smallest face searched for, in photo pixels
 # A photo whose five landmarks lie within this share of its side of the warp template is a warp already.
 WARP_TOLERANCE = 0.06
 # A photo counts as a face crop like align_dataset.py's when its main face box (made square) spans
@@ -37,17 +40,25 @@ TIGHT_ASPECT = 1.25
 
 @dataclass(frozen=True)
 class Alignment:
+    """How a face is cut out of a photo: ``mode`` at ``size`` px with ``margin`` px around the face box
+    (crop mode), found by MTCNN with these stage ``thresholds`` among faces of ``min_face_size`` px or more."""
     mode: str
     size: int
     margin: int = 0
+    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS
+    min_face_size: float = DEFAULT_MIN_FACE
 
     def describe(self) -> str:
-        if self.mode == "warp":
-            return f"mtcnn five-point warp {self.size} px"
-        return f"mtcnn crop {self.size} px margin {self.margin}"
+        """In words; the detector settings only where they differ from the default (gallery fingerprints)."""
+        text = f"mtcnn five-point warp {self.size} px" if self.mode == "warp" else \
+            f"mtcnn crop {self.size} px margin {self.margin}"
+        if (tuple(self.thresholds), self.min_face_size) != (DEFAULT_THRESHOLDS, DEFAULT_MIN_FACE):
+            text += f", thresholds {','.join(map(str, self.thresholds))}, faces from {self.min_face_size:g} px"
+        return text
 
 
 DEFAULT = Alignment("crop", 160, 32)
+CROP_MARGIN_PER_PIXEL = DEFAULT.margin / DEFAULT.size   # the default margin's share of the side
 
 
 def alignment_record(mode: str, size: int, margin: int | None = None) -> dict:
@@ -57,6 +68,20 @@ def alignment_record(mode: str, size: int, margin: int | None = None) -> dict:
     if mode == "crop" and margin is None:
         margin = int(round(size * CROP_MARGIN_PER_PIXEL))
     return {"mode": mode, "size": int(size), **({"margin": int(margin)} if mode == "crop" else {})}
+
+
+def detector_settings(entry: dict, where: str) -> dict:
+    """MTCNN's ``thresholds`` and ``min_face_size`` as recorded in ``entry`` (DEFAULT's where absent)."""
+    found = {"thresholds": tuple(entry.get("thresholds", DEFAULT.thresholds)),
+             "min_face_size": entry.get("min_face_size", DEFAULT.min_face_size)}
+    ok = len(found["thresholds"]) == 3 and all(isinstance(t, (int, float)) and 0 <= t <= 1
+                                                 for t in found["thresholds"]) and \
+        isinstance(found["min_face_size"], (int, float)) and found["min_face_size"] >= 10
+    if not ok:
+        raise UserError(f"{where}: thresholds must be three probabilities and min_face_size at least 10 "
+                        f"pixels, not {entry.get('thresholds')!r} and {entry.get('min_face_size')!r}; "
+                        "correct or delete them")
+    return found
 
 
 def alignment_of(info: dict, where: str) -> Alignment:
@@ -70,7 +95,8 @@ def alignment_of(info: dict, where: str) -> Alignment:
     if not ok:
         raise UserError(f"{where}: alignment must be like {{\"mode\": \"warp\", \"size\": 112}}, not {entry!r}; "
                         "correct or delete it")
-    return Alignment(entry["mode"], entry["size"], entry.get("margin", 0) if entry["mode"] == "crop" else 0)
+    return Alignment(entry["mode"], entry["size"], entry.get("margin", 0) if entry["mode"] == "crop" else 0,
+                     **detector_settings(entry, where))
 
 
 def folder_alignment(folder: str) -> Alignment | None:
@@ -80,8 +106,9 @@ def folder_alignment(folder: str) -> Alignment | None:
         with open(path, encoding="utf-8") as handle:
             found = json.load(handle)
         return Alignment(found["mode"], int(found["image_size"]),
-                         int(found.get("margin", 0)) if found["mode"] == "crop" else 0)
-    except (OSError, ValueError, KeyError, TypeError):
+                         int(found.get("margin", 0)) if found["mode"] == "crop" else 0,
+                         **detector_settings(found, path))
+    except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
 
 

@@ -6,8 +6,10 @@ checkpoints (plain or wrapped under ``model``/``state_dict``, with or without a 
 it loaded and skipped. For inference it refuses to run on partly random weights.
 
 Beside each weights file ``<name>.pth`` lies ``<name>.json`` with the facts needed to use it: the
-backbone, the input_shape it was trained at and, once measured by eval_LFW.py, the threshold.
-``write_weights_info`` writes it and ``model_settings`` resolves the settings of a script from it.
+backbone, the input_shape it was trained at, the alignment of its training faces and, once measured
+by eval_LFW.py, the threshold with what it was measured on (a short file: the ROC curve and the full
+metrics stay in the evaluation's own output). ``write_weights_info`` writes it, ``record_threshold``
+adds a measured threshold, and ``model_settings`` resolves the settings of a script from it.
 """
 from __future__ import annotations
 
@@ -258,6 +260,17 @@ def write_weights_info(weights_path: str, backbone: str, input_shape: Sequence[i
     path = weights_info_path(weights_path)
     write_json(path, {**info, **(extra or {})})
     return path
+
+
+def record_threshold(weights_path: str, backbone: str, input_shape: Sequence[int], threshold: float,
+                     measured_on: dict, extra: dict | None = None) -> str:
+    """Put a measured ``threshold`` and what it was ``measured_on`` into the JSON of ``weights_path``,
+    keeping its other facts (the alignment, training epoch ...); ``extra`` adds keys such as the
+    impostor table of utils/open_set.py. Returns the JSON's path."""
+    keep = {k: v for k, v in read_weights_info(weights_path).items()
+            if k not in ("backbone", "input_shape", "threshold", "threshold_measured_on")}
+    return write_weights_info(weights_path, backbone, input_shape, check_threshold(threshold, weights_path),
+                              {"threshold_measured_on": measured_on, **keep, **(extra or {})})
 
 
 def read_weights_info(weights_path: str) -> dict:

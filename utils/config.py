@@ -16,6 +16,7 @@ import errno
 import math
 import os
 import sys
+import tempfile
 from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 SETTING_TYPES = (bool, int, float, str, list, tuple, type(None))
@@ -247,4 +248,10 @@ def check_writable_folder(name: str, folder: str) -> str:
         raise UserError(f"--{name} {folder}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--{name} {folder}: {existing} is not writable")
+    try:  # os.access says yes for root under /proc and /sys, which hold no files: try to make one
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"--{name} {folder}: {existing} cannot hold files ({err.strerror}); "
+                        "give a folder on a disk") from None
     return folder

@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision.ops import batched_nms, nms, roi_align
 
 from nets.mtcnn import ONet, PNet, RNet
+from utils.alignment import DEFAULT
 from utils.checkpoint import write_bytes_atomic
 from utils.config import UserError
 from utils.image import open_rgb
@@ -148,8 +149,9 @@ class FaceDetector:
     ``min_face_size`` pixels in the scaled copy.
     """
 
-    def __init__(self, weights_dir: str = "model_data", device: str = "cpu", min_face_size: float = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+    def __init__(self, weights_dir: str = "model_data", device: str = "cpu",
+                 min_face_size: float = DEFAULT.min_face_size,
+                 thresholds: tuple[float, float, float] = DEFAULT.thresholds, factor: float = 0.709,
                  max_side: int = MAX_SIDE) -> None:
         self.device = torch.device(device)
         self.pnet = load_net(PNet(), os.path.join(weights_dir, "pnet.pt")).to(self.device)
@@ -268,8 +270,9 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def align_face(image: Image.Image, detections: Detections, mode: str = "crop", image_size: int = 160,
-               margin: int = 32, index: int | None = None) -> Image.Image | None:
+def align_face(image: Image.Image, detections: Detections, mode: str = DEFAULT.mode,
+               image_size: int = DEFAULT.size, margin: int = DEFAULT.margin,
+               index: int | None = None) -> Image.Image | None:
     """Cut the main face (or face ``index``) out of ``image`` as an image_size x image_size RGB image.
 
     ``crop``: the face box made square, grown so that ``margin`` output pixels surround it
@@ -309,8 +312,9 @@ def centre_face(image_size: tuple[int, int], enlargement: float = 2.2) -> Detect
     return Detections(box, np.zeros(1, np.float32), np.zeros((1, 5, 2), np.float32))
 
 
-def align_file(detector: FaceDetector, src: str, dst: str, mode: str = "crop", image_size: int = 160,
-               margin: int = 32, quality: int = 95, no_face: str = "skip") -> str | None:
+def align_file(detector: FaceDetector, src: str, dst: str, mode: str = DEFAULT.mode,
+               image_size: int = DEFAULT.size, margin: int = DEFAULT.margin, quality: int = 95,
+               no_face: str = "skip") -> str | None:
     """Detect and align the main face of image file ``src`` into JPEG ``dst`` (written atomically).
 
     ``no_face``: "skip" writes nothing when no face is found; "centre" writes a crop of the presumed

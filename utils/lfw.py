@@ -7,6 +7,7 @@ is applied by the same code there.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -15,15 +16,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from PIL import Image
 from tqdm import tqdm
 
 from utils import open_set, verification
+from utils.alignment import SETTINGS_FILE, folder_alignment
 from utils.checkpoint import save_figure
 from utils.config import UserError
 from utils.image import ImageError, decode_rgb, open_rgb, preprocess
 from utils.runtime import Embedder, network_threads
 
 PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+RAW_LFW_SIZE = (250, 250)   # every photo of LFW as distributed (and of its deep-funneled version)
 
 
 class PairsError(UserError, ValueError):
@@ -65,8 +69,7 @@ def read_pairs(pairs_path: str) -> tuple[list[tuple[str, int, str, int]], int, i
     if not os.path.isfile(pairs_path):
         raise MissingLFWError(f"{pairs_path}: no such pairs file; copy LFW's pairs.txt there "
                                 "(the repository ships it as model_data/lfw_pair.txt) or set --lfw_pairs_path")
-    with open(pairs_path, encoding="utf-8") as handle:
-        lines = [(no, line.split()) for no, line in enumerate(handle, start=1) if line.strip()]
+    lines = text_lines(pairs_path)
     header = lines[0][1] if lines else []
     if len(header) != 2 or not all(f.isdigit() and int(f) > 0 for f in header):
         raise PairsError(f"{pairs_path}, line {lines[0][0] if lines else 1}: expected the header "
@@ -86,6 +89,55 @@ def read_pairs(pairs_path: str) -> tuple[list[tuple[str, int, str, int]], int, i
         raise PairsError(f"{pairs_path}: {len(pairs)} pairs, but the header says {sets} sets of 2 x {half} "
                          f"= {sets * 2 * half}")
     return pairs, sets, half
+
+
+def text_lines(path: str) -> list[tuple[int, list[str]]]:
+    """The non-blank lines of a UTF-8 text file (a byte-order mark is allowed) as (line number, fields)."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return [(no, line.split()) for no, line in enumerate(handle, start=1) if line.strip()]
+    except UnicodeDecodeError as err:
+        raise PairsError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                         "give the pairs file as plain text, as LFW's pairs.txt is") from None
+    except OSError as err:
+        raise PairsError(f"{path}: cannot be read ({err.strerror})") from None
+
+
+def missing_images_hint(lfw_dir: str) -> str:
+    """What to do about images of the pairs missing from ``lfw_dir``: align_dataset.py skips the photos
+    where it finds no face (listed in failures.csv) unless --no_face centre writes a centre crop."""
+    source = "<raw LFW>"
+    try:
+        with open(os.path.join(lfw_dir, SETTINGS_FILE), encoding="utf-8") as handle:
+            source = json.load(handle).get("input_dir") or source
+    except (OSError, ValueError, AttributeError):
+        pass
+    failures = os.path.join(lfw_dir, "failures.csv")
+    if os.path.isfile(failures):
+        return (f"align_dataset.py lists the photos it could not align, most often for finding no face, in "
+                f"{failures}; add centre crops for those with python align_dataset.py --input_dir {source} "
+                f"--output_dir {lfw_dir} --retry_failed True --no_face centre")
+    return (f"align all of LFW into that folder with python align_dataset.py --input_dir {source} --output_dir "
+            f"{lfw_dir} --no_face centre (the pairs need every image), or set --lfw_dir_path")
+
+
+def unaligned_warning(lfw_dir: str, paths: list[str], sample: int = 20) -> str | None:
+    """A warning when ``lfw_dir`` looks like LFW's raw photos rather than aligned faces: no
+    align_settings.json and its first ``sample`` images all 250x250, the size of every photo LFW ships."""
+    if folder_alignment(lfw_dir) is not None:
+        return None
+    sizes = set()
+    for path in paths[:sample]:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+        except (OSError, ValueError):
+            pass  # a bad image is reported, naming it, when it is embedded
+    if sizes != {RAW_LFW_SIZE}:
+        return None
+    return (f"warning: {lfw_dir} looks unaligned: it has no {SETTINGS_FILE} and its images are 250x250 like "
+            "LFW's raw photos, on which the scores are far lower; align it first with python align_dataset.py "
+            f"--input_dir {lfw_dir} --output_dir lfw_aligned --no_face centre, then give --lfw_dir_path lfw_aligned")
 
 
 def find_image(lfw_dir: str, name: str, number: int) -> str | None:
@@ -135,8 +187,7 @@ def load_pairs(pairs_path: str, lfw_dir: str, folds: list[int] | None = None) ->
             missing.append(os.path.join(lfw_dir, name, f"{name}_{number:04d}.jpg"))
     if missing:
         raise MissingLFWError(f"{len(missing)} of {len(index)} images named in {pairs_path} are missing from "
-                                f"{lfw_dir} (first: {', '.join(missing[:3])}); align all of LFW into that folder "
-                                "with align_dataset.py or set --lfw_dir_path")
+                              f"{lfw_dir} (first: {', '.join(missing[:3])}); {missing_images_hint(lfw_dir)}")
     return LFWPairs(paths=paths, left=np.array(left, dtype=np.int64), right=np.array(right, dtype=np.int64),
                     issame=issame, fold=fold.astype(np.int64))
 

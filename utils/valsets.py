@@ -25,7 +25,7 @@ from utils.alignment import Alignment
 from utils.binset import DEFAULT_FOLDS, BinError, kfold_ids, read_bin
 from utils.config import UserError
 from utils.image import ImageError
-from utils.lfw import LFWPairs, MissingLFWError, PairsError, evaluate_lfw
+from utils.lfw import LFWPairs, MissingLFWError, PairsError, evaluate_lfw, text_lines
 
 PAIRS_LIST_IMAGES = "aligned images"
 LFW_FOLDER_SET = "lfw"
@@ -99,8 +99,7 @@ def read_pairs_list(path: str, images_dir: str | None = None) -> LFWPairs:
     if not os.path.isfile(path):
         raise MissingLFWError(f"{path}: no such pairs list; give pairs_CALFW.txt or pairs_CPLFW.txt")
     images_dir = images_dir or os.path.join(os.path.dirname(os.path.abspath(path)), PAIRS_LIST_IMAGES)
-    with open(path, encoding="utf-8") as handle:
-        rows = [(no, line.split()) for no, line in enumerate(handle, 1) if line.strip()]
+    rows = text_lines(path)
     bad = next(((no, f) for no, f in rows if len(f) != 2 or not f[1].isdigit()), None)
     if bad:
         raise PairsError(f"{path}, line {bad[0]}: expected 'filename label', got {' '.join(bad[1])!r}")

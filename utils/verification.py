@@ -1,9 +1,9 @@
 """Face-verification metrics from pair distances, as reported on LFW.
 
-numpy, and scikit-learn for the ROC curve and its area. A pair is called "same person" when its distance is below a threshold. Accuracy and
-VAL@FAR are cross-validated over the folds: the threshold scored on a fold is always chosen on the
-other folds (the LFW protocol, and FaceNet's evaluation). AUC, EER and the ROC curve need no
-threshold and use all pairs at once.
+numpy, and scikit-learn for the ROC curve and its area. A pair is called "same person" when its
+distance is below a threshold. Accuracy and VAL@FAR are cross-validated over the folds: the threshold
+scored on a fold is always chosen on the other folds (the LFW protocol, and FaceNet's evaluation).
+AUC, EER and the ROC curve need no threshold and use all pairs at once.
 """
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ import numpy as np
 from sklearn import metrics
 
 FAR_TARGET = 1e-3
+# Different people's mean distance below which the embeddings count as collapsed: a working model puts
+# them about 1.4 apart (of at most 2), a model that maps every face to one point about 1e-5.
+COLLAPSED_SPREAD = 0.1
+COLLAPSE_ADVICE = ("Likely cause: too short a run on too few people, so the loss found one point for all "
+                   "faces, or untrained weights; train longer (--Epoch) on more people, or start from trained "
+                   "weights (--model_path model_data/facenet_mobilenet.pth). Faces far from the input size and "
+                   "alignment the weights were trained at (--input_shape) collapse too")
 
 
 def best_threshold(distances: np.ndarray, issame: np.ndarray) -> float:
@@ -84,8 +91,22 @@ def degenerate_warning(distances: np.ndarray, issame: np.ndarray) -> str | None:
     top = float(np.max(np.abs(distances)))
     if np.ptp(distances) <= 1e-6 * max(1.0, top):
         return (f"all {n} distances are equal ({distances[0]:.6g}): the model gives every face the same "
-                "embedding (untrained or broken weights?); metrics not computed")
+                f"embedding; metrics not computed. {COLLAPSE_ADVICE}")
     return None
+
+
+def collapse_warning(distances: np.ndarray, issame: np.ndarray) -> str | None:
+    """A warning when different people's faces lie almost on one point (a collapsed model), else None.
+
+    Such a model still separates some pairs by chance-level noise, so its accuracy is printed, but a
+    threshold measured on distances of 1e-5 would make predict.py answer at random: it is not given.
+    """
+    spread = float(np.mean(distances[~issame]))
+    if spread >= COLLAPSED_SPREAD:
+        return None
+    return (f"the embeddings have collapsed: different people lie {spread:.3g} apart on average (a working "
+            f"model: about 1.4, below {COLLAPSED_SPREAD} means collapsed), so no threshold is given. "
+            f"{COLLAPSE_ADVICE}")
 
 
 def distance_stats(distances: np.ndarray, issame: np.ndarray) -> dict:
@@ -105,8 +126,38 @@ def evaluate(distances, issame, fold, far_target: float = FAR_TARGET) -> dict:
     chosen on the pairs of the other present folds and scored on fold k; means and (population)
     standard deviations are over folds. With a single fold there is nothing to hold out: its
     thresholds are chosen on its own pairs and ``warning`` says the figures are optimistic.
-    Degenerate distances (NaN/inf, all equal, one class only) give NaN metrics and a ``warning``.
+    Degenerate distances (NaN/inf, all equal, one class only) give NaN metrics and a ``warning``;
+    collapsed embeddings (``collapse_warning``) give their metrics, a NaN threshold, ``collapsed``
+    True and a ``warning``.
     """
+    d, same, fold = checked_pairs(distances, issame, fold, far_target)
+    folds = np.unique(fold)
+    result = {"folds": folds.tolist(), "num_pairs": len(d), "num_same": int(same.sum()),
+              "far_target": far_target, "collapsed": False, **distance_stats(d, same)}
+    warning = degenerate_warning(d, same)
+    if warning:
+        nan, empty = float("nan"), np.full(len(folds), np.nan)
+        result.update(accuracy_mean=nan, accuracy_std=nan, fold_accuracies=empty, threshold_mean=nan,
+                      threshold_std=nan, thresholds=empty, val=nan, val_std=nan, far=nan,
+                      val_thresholds=empty, auc=nan, eer=nan, roc_fpr=np.zeros(0), roc_tpr=np.zeros(0),
+                      warning=warning, collapsed="equal" in warning)
+        return result
+    if len(folds) == 1:
+        warning = (f"only fold {folds[0]} given: its thresholds are chosen on the same pairs they are "
+                   "scored on, so accuracy and VAL are optimistic; use two or more folds (e.g. --folds all) "
+                   "for cross-validated figures")
+    fpr, tpr = roc_curve(d, same)
+    result.update(cross_validate(d, same, fold, far_target), auc=float(metrics.auc(fpr, tpr)),
+                  eer=equal_error_rate(fpr, tpr), roc_fpr=fpr, roc_tpr=tpr, warning=warning)
+    collapsed = collapse_warning(d, same)
+    if collapsed:
+        result.update(threshold_mean=float("nan"), threshold_std=float("nan"), collapsed=True,
+                      warning=collapsed if warning is None else f"{collapsed}; {warning}")
+    return result
+
+
+def checked_pairs(distances, issame, fold, far_target: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three arrays flat and typed; ValueError when they differ in length, are empty or the target is off."""
     d = np.asarray(distances, dtype=np.float64).ravel()
     same = np.asarray(issame, dtype=bool).ravel()
     fold = np.asarray(fold).ravel()
@@ -116,22 +167,12 @@ def evaluate(distances, issame, fold, far_target: float = FAR_TARGET) -> dict:
         raise ValueError("no pairs to evaluate")
     if not 0.0 <= far_target < 1.0:
         raise ValueError(f"far_target must be in [0, 1), not {far_target}")
-    folds = np.unique(fold)
-    result = {"folds": folds.tolist(), "num_pairs": len(d), "num_same": int(same.sum()),
-              "far_target": far_target, **distance_stats(d, same)}
-    warning = degenerate_warning(d, same)
-    if warning:
-        nan, empty = float("nan"), np.full(len(folds), np.nan)
-        result.update(accuracy_mean=nan, accuracy_std=nan, fold_accuracies=empty, threshold_mean=nan,
-                      threshold_std=nan, thresholds=empty, val=nan, val_std=nan, far=nan,
-                      val_thresholds=empty, auc=nan, eer=nan, roc_fpr=np.zeros(0), roc_tpr=np.zeros(0),
-                      warning=warning)
-        return result
-    if len(folds) == 1:
-        warning = (f"only fold {folds[0]} given: its thresholds are chosen on the same pairs they are "
-                   "scored on, so accuracy and VAL are optimistic; use two or more folds (e.g. --folds all) "
-                   "for cross-validated figures")
+    return d, same, fold
 
+
+def cross_validate(d: np.ndarray, same: np.ndarray, fold: np.ndarray, far_target: float) -> dict:
+    """Accuracy and VAL@FAR per fold, each with thresholds chosen on the other folds (on itself when alone)."""
+    folds = np.unique(fold)
     accuracies, thresholds, vals, fars, val_thresholds = [], [], [], [], []
     for k in folds:
         test = fold == k
@@ -144,16 +185,9 @@ def evaluate(distances, issame, fold, far_target: float = FAR_TARGET) -> dict:
         vals.append(rate(d[test & same] < val_threshold))
         fars.append(rate(d[test & ~same] < val_threshold))
         val_thresholds.append(val_threshold)
-
-    fpr, tpr = roc_curve(d, same)
-    result.update(
-        accuracy_mean=float(np.mean(accuracies)), accuracy_std=float(np.std(accuracies)),
-        fold_accuracies=np.array(accuracies),
-        threshold_mean=float(np.mean(thresholds)), threshold_std=float(np.std(thresholds)),
-        thresholds=np.array(thresholds),
-        val=float(np.nanmean(vals)), val_std=float(np.nanstd(vals)), far=float(np.nanmean(fars)),
-        val_thresholds=np.array(val_thresholds),
-        auc=float(metrics.auc(fpr, tpr)), eer=equal_error_rate(fpr, tpr),
-        roc_fpr=fpr, roc_tpr=tpr, warning=warning,
-    )
-    return result
+    return dict(accuracy_mean=float(np.mean(accuracies)), accuracy_std=float(np.std(accuracies)),
+                fold_accuracies=np.array(accuracies),
+                threshold_mean=float(np.mean(thresholds)), threshold_std=float(np.std(thresholds)),
+                thresholds=np.array(thresholds),
+                val=float(np.nanmean(vals)), val_std=float(np.nanstd(vals)), far=float(np.nanmean(fars)),
+                val_thresholds=np.array(val_thresholds))
