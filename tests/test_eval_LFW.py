@@ -93,7 +93,7 @@ def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
     (("--backbone", "resnet"), "--backbone must be one of"),
     (("--png_save_path", "roc.xyz"), "must end in one of"),
     (("--json_save_path", "tests"), "is a folder"),
-    (("--precision", "fp64"), "--precision must be fp32, bf16 or fp16"),
+    (("--precision", "fp64"), "--precision must be one of fp32, bf16, fp16"),
     pytest.param(("--precision", "fp16"), "needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
     (("--num_workers", "many"), "--num_workers must be auto or a whole number"),
