@@ -25,9 +25,9 @@ from nets.facenet import Facenet as FacenetNet
 from utils.alignment import alignment_of, is_warped
 from utils.checkpoint import (CheckpointError, ModelSettings, load_weights, model_settings, read_weights_info,
                               save_figure, threshold_setting, weights_info_path)
-from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
+from utils.config import Bool, Choice, Number, Opt, Shape, Text, UserError, check_values, configure, print_settings, run_main
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
-from utils.runtime import SettingError, check_precision, embed_batch, inference_copy
+from utils.runtime import PRECISIONS, SettingError, check_precision, embed_batch, inference_copy
 
 if TYPE_CHECKING:
     from utils.detect import Detections
@@ -89,13 +89,6 @@ def repository_path(path: str, default: str) -> str:
     return path
 
 
-def normalise_align(value: object) -> str | bool:
-    """The align setting as "auto", True or False; command-line text such as "True" is accepted."""
-    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
-        value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
-    return check_choice("align", value, ALIGN_CHOICES)
-
-
 def is_face_crop(boxes: np.ndarray, index: int, size: tuple[int, int]) -> bool:
     """True when face ``index`` of ``boxes`` sits in a ``size`` = (width, height) picture the way
     align_dataset.py's crop mode puts it: centred and spanning about 0.8 of the side."""
@@ -144,6 +137,14 @@ class Facenet:
         # Print the settings, the weights loaded and notes (predict.py does); False keeps the API quiet.
         "verbose": False,
     }
+    # What each setting above accepts, checked when the object is made (and by predict.py, which takes them
+    # as --name value) and listed by --help.
+    _rules = {
+        "model_path": Text(), "input_shape": Opt(Shape()), "backbone": Opt(Choice(*BACKBONES)),
+        "letterbox_image": Bool(), "cuda": Bool(), "threshold": Opt(Number(0, 2, above=True)),
+        "align": Choice(*ALIGN_CHOICES), "flip": Bool(), "figure": Bool(), "figure_path": Text(),
+        "precision": Choice(*PRECISIONS), "onnx_path": Text(), "verbose": Bool(),
+    }
 
     def __init__(self, **kwargs) -> None:
         unknown = sorted(set(kwargs) - set(self._defaults))
@@ -165,13 +166,9 @@ class Facenet:
         """Check the settings, build the network (or open the ONNX file), load the weights strictly, pick
         the device, the precision and the threshold. Unusable settings raise a UserError naming them."""
         self.model_path = repository_path(self.model_path, self._defaults["model_path"])
-        self.align = normalise_align(self.align)
-        for name in ("letterbox_image", "cuda", "flip", "figure", "verbose"):
-            check_bool(name, getattr(self, name))
-        if self.backbone is not None:
-            check_choice("backbone", self.backbone, BACKBONES)
+        check_values({name: getattr(self, name) for name in self._rules}, self._rules)
         if self.input_shape is not None:
-            self.input_shape = check_input_shape("input_shape", self.input_shape)
+            self.input_shape = list(self.input_shape)
         self.net = self.onnx = None
         if self.cuda and not self.onnx_path and not torch.cuda.is_available():
             self.say("note: cuda=True but no GPU is available; running on the CPU")
@@ -362,3 +359,17 @@ class Facenet:
 def facenet_kwargs(settings: dict) -> dict:
     """The entries of a script's settings that configure ``Facenet``; the script may hold others."""
     return {key: value for key, value in settings.items() if key in Facenet._defaults}
+
+
+def main() -> None:
+    """python facenet.py [--name value ...]: load the weights with these settings and print what was found
+    (backbone, input size, threshold, device); predict.py compares photos with them."""
+    settings = {k: v for k, v in Facenet._defaults.items() if k != "verbose"}
+    namespace = {"__doc__": f"{__doc__.strip()}\n\n{main.__doc__}", **settings,
+                 "RULES": {k: r for k, r in Facenet._rules.items() if k in settings}}
+    configure(namespace)
+    Facenet(**{k: namespace[k] for k in settings}, verbose=True)
+
+
+if __name__ == "__main__":
+    run_main(main)

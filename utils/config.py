@@ -71,11 +71,24 @@ def shown(value: object) -> str:
 class Rule:
     """What one setting accepts. ``parse`` turns command-line text into a value (ValueError with the
     tail of the message when it cannot); ``problem`` says what is wrong with a value, or None.
-    ``alias``: another spelling accepted on the command line; ``when``: the name of a setting that must
-    be true for this rule to apply (an output that is not written is not checked)."""
+    ``alias``: another spelling accepted on the command line; ``when``: the rule applies only while that
+    setting is true, or (a tuple) has one of the values after its name, so that an output that is not
+    written is not checked."""
 
-    def __init__(self, *, alias: str = "", when: str = "") -> None:
+    def __init__(self, *, alias: str = "", when: str | tuple = "") -> None:
         self.alias, self.when = alias, when
+
+    def applies(self, settings: dict) -> bool:
+        if not self.when:
+            return True
+        if isinstance(self.when, str):
+            return bool(settings.get(self.when))
+        return settings.get(self.when[0]) in self.when[1:]
+
+    def when_text(self) -> str:
+        if isinstance(self.when, str):
+            return f"only when {self.when} is true"
+        return f"only when {self.when[0]} is {' or '.join(map(str, self.when[1:]))}"
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -182,7 +195,7 @@ class Text(Rule):
     """Any text: a path, a name, a comma-separated list the script reads itself."""
 
     def describe(self) -> str:
-        return "a text"
+        return "any text"
 
     def problem(self, value: Any) -> str | None:
         return None if isinstance(value, str) else self.type_error(value)
@@ -436,7 +449,7 @@ def check_values(settings: dict, rules: dict[str, Rule]) -> None:
     """Check every setting against its rule; the first bad one is a UserError naming it, its value and
     what is allowed. A rule with ``when`` applies only while that setting is true."""
     for name, rule in rules.items():
-        if rule.when and not settings.get(rule.when):
+        if not rule.applies(settings):
             continue
         problem = rule.problem(settings[name])
         if problem:
@@ -467,7 +480,7 @@ def settings_block(namespace: dict) -> str:
     allowed = []
     for name, rule in rules.items():
         notes = [f"default {namespace[name]!r}"] if name not in in_block else []
-        notes += [f"only when {rule.when} is true"] if rule.when else []
+        notes += [rule.when_text()] if rule.when else []
         notes += [f"also --{rule.alias}, the original's spelling"] if rule.alias else []
         allowed.append(f"  --{name:<{width}}{rule.describe()}" + (f" ({'; '.join(notes)})" if notes else ""))
     doc = (namespace.get("__doc__") or "").strip("\n")
