@@ -103,7 +103,7 @@ class Rule:
         return AnyOf(self, other)
 
     def type_error(self, value: object) -> str:
-        return f"takes {self.describe()}, not {value!r}"
+        return f"takes {self.describe()}, not {shown(value)}"
 
 
 class Bool(Rule):
@@ -242,12 +242,12 @@ class AnyOf(Rule):
                 continue
             if rule.problem(values[-1]) is None:
                 return values[-1]
-        return values[0] if values else text
+        return values[-1] if values else text  # the last: a Choice passes text through unparsed
 
     def problem(self, value: Any) -> str | None:
         if any(rule.problem(value) is None for rule in self.rules):
             return None
-        return f"must be {self.describe()}, not {value!r}"
+        return f"must be {self.describe()}, not {shown(value)}"
 
     def __or__(self, other: Rule) -> AnyOf:
         return AnyOf(*self.rules, other)
@@ -291,7 +291,7 @@ class List(Rule):
     def problem(self, value: Any) -> str | None:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or \
                 (self.length is not None and len(value) != self.length):
-            return self.type_error(value if not isinstance(value, (list, tuple)) else shown(value))
+            return self.type_error(value)
         return next(filter(None, map(self.item.problem, value)), None)
 
 
@@ -308,7 +308,7 @@ class Shape(Rule):
             raise ValueError(self.type_error(text)) from None
 
     def type_error(self, value: object) -> str:
-        return f"takes height,width,channels such as 160,160,3, not {value!r}"
+        return f"takes height,width,channels such as 160,160,3, not {shown(value)}"
 
     def problem(self, value: Any) -> str | None:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3 or not all(
