@@ -481,7 +481,7 @@ def settings_block(namespace: dict) -> str:
     for name, rule in rules.items():
         notes = [f"default {namespace[name]!r}"] if name not in in_block else []
         notes += [rule.when_text()] if rule.when else []
-        notes += [f"also --{rule.alias}, the original's spelling"] if rule.alias else []
+        notes += [f"also --{rule.alias}, an older spelling"] if rule.alias else []
         allowed.append(f"  --{name:<{width}}{rule.describe()}" + (f" ({'; '.join(notes)})" if notes else ""))
     doc = (namespace.get("__doc__") or "").strip("\n")
     return ((doc + "\n\n" if doc else "") + "Settings (give any as --name value):\n" + "\n".join(lines)
