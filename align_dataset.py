@@ -33,32 +33,27 @@ import time
 
 import torch
 
-from utils.align_folder import FAILURES_FILE, align_tree, check_folders, worker_count
+from utils.align_folder import FAILURES_FILE, align_tree, check_folders
 from utils.alignment import MODES
-from utils.config import (UserError, check_bool, check_choice, check_int, check_number, configure, print_settings,
-                          run_main, settings_of)
+from utils.config import (INPUT_SIDES, Bool, Choice, Int, List, Number, OutputFolder, Text, UserError,
+                          check_values, configure, print_settings, run_main, settings_of)
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "input_dir": Text(), "output_dir": OutputFolder(), "mode": Choice(*MODES), "image_size": Int(*INPUT_SIDES),
+    "margin": Int(0), "num_workers": Choice("auto") | Int(0), "min_face_size": Number(10, 10000),
+    "thresholds": List(Number(0, 1), 3, "0.6,0.7,0.7"), "weights_dir": Text(), "device": Choice("cpu", "cuda"),
+    "jpeg_quality": Int(1, 100), "retry_failed": Bool(), "no_face": Choice("skip", "centre"), "redo": Bool(),
+}
 
 
 def check_settings() -> None:
     """Every setting checked before any work; a bad one is a UserError naming it."""
-    check_choice("mode", mode, MODES)
-    check_int("image_size", image_size, 16, 4096)
-    check_int("margin", margin, 0, image_size - 1)
-    worker_count(num_workers, device, 0)
-    check_number("min_face_size", min_face_size, 10, 10000)
-    if not isinstance(thresholds, list) or len(thresholds) != 3:
-        raise UserError(f"--thresholds takes three probabilities such as 0.6,0.7,0.7, not {thresholds!r}")
-    for value in thresholds:
-        check_number("thresholds", value, 0, 1)
-    check_choice("device", device, ("cpu", "cuda"))
+    check_values(settings_of(globals()), RULES)
+    if margin >= image_size:
+        raise UserError(f"--margin must be below --image_size ({image_size}), not {margin}")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no GPU is available here; use --device cpu")
-    check_int("jpeg_quality", jpeg_quality, 1, 100)
-    check_bool("retry_failed", retry_failed)
-    check_bool("redo", redo)
-    check_choice("no_face", no_face, ("skip", "centre"))
-    if not isinstance(weights_dir, str) or not isinstance(input_dir, str) or not isinstance(output_dir, str):
-        raise UserError("--input_dir, --output_dir and --weights_dir take folder paths")
     check_folders(input_dir, output_dir)
 
 

@@ -43,28 +43,29 @@ from nets.facenet import BACKBONES, FacenetNet
 from utils.alignment import alignment_of, folder_alignment, mismatch_warning
 from utils.checkpoint import (figure_extensions, file_sha256, load_weights, model_settings, read_weights_info,
                               record_threshold, weights_info_path, write_json)
-from utils.config import (UserError, check_bool, check_choice, check_input_shape, check_int, check_output_file,
-                          configure, print_settings, run_main, settings_of)
+from utils.config import (Bool, Choice, Int, Opt, OutputFile, Shape, Text, UserError, check_values, configure,
+                          print_settings, run_main, settings_of)
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot, unaligned_warning
 from utils.open_set import TABLE_KEY
-from utils.runtime import check_precision, resolve_workers
+from utils.runtime import PRECISIONS, check_precision, resolve_workers
 from utils.valsets import LFW_FOLDER_SET, load_sets, score_sets, table
+
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "cuda": Bool(), "backbone": Opt(Choice(*BACKBONES)), "input_shape": Opt(Shape()), "model_path": Text(),
+    "lfw_dir_path": Text(), "lfw_pairs_path": Text(), "batch_size": Int(1),
+    "png_save_path": OutputFile(figure_extensions), "flip": Bool(), "folds": Text(), "letterbox_image": Bool(),
+    "num_workers": Choice("auto") | Int(0), "precision": Choice(*PRECISIONS), "json_save_path": OutputFile(".json"),
+    "bin_path": Text(), "pairs_list_path": Text(), "bin_folds": Int(2), "save_threshold": Bool(),
+}
 
 
 def check_settings() -> None:
     """Every setting checked before anything is loaded; a bad one is a UserError naming it."""
-    for name in ("cuda", "flip", "letterbox_image", "save_threshold"):
-        check_bool(name, globals()[name])
-    if backbone is not None:
-        check_choice("backbone", backbone, BACKBONES)
-    if input_shape is not None:
-        check_input_shape("input_shape", input_shape)
-    check_int("batch_size", batch_size, 1)
-    check_int("bin_folds", bin_folds, 2)
+    check_values(settings_of(globals()), RULES)
     parse_folds(str(folds))
-    check_output_file("png_save_path", png_save_path, figure_extensions())
-    check_output_file("json_save_path", json_save_path, (".json",))
     inputs = {"--model_path": model_path, "the weights' JSON": weights_info_path(model_path),
               "--lfw_pairs_path": lfw_pairs_path}
     for name, output in (("png_save_path", png_save_path), ("json_save_path", json_save_path)):

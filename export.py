@@ -32,11 +32,21 @@ import numpy as np
 import torch
 
 from facenet import DEFAULT_INPUT_SHAPE, Facenet
+from nets.facenet import BACKBONES
 from utils.checkpoint import (model_settings, read_weights_info, weights_info_path, write_bytes_atomic,
                               write_weights_info)
-from utils.config import configure, print_settings, run_main, settings_of
+from utils.config import (Bool, Choice, Int, List, Number, Opt, OutputFile, Shape, Text, configure,
+                          print_settings, run_main, settings_of)
 from utils.onnx_model import check_onnx_target, onnx_bytes
 from utils.runtime import Embedder
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "model_path": Text(), "backbone": Opt(Choice(*BACKBONES)), "input_shape": Opt(Shape()),
+    "onnx_path": Opt(OutputFile(".onnx"), unset=""), "opset": Int(7), "letterbox_image": Bool(),
+    "check_images": List(Text()), "tolerance": Number(0, above=True), "speed_batch": Int(1),
+    "speed_seconds": Number(0, above=True), "threads": Int(0),
+}
 
 
 def images_per_second(run: Callable[[torch.Tensor], object], batch: torch.Tensor, seconds: float) -> float:

@@ -23,9 +23,10 @@ from PIL import Image, ImageOps
 from nets.facenet import BACKBONES
 from utils.alignment import alignment_of, choose_face
 from utils.checkpoint import ModelSettings, read_weights_info, save_figure, weights_info_path
-from utils.config import UserError, check_bool, check_choice, check_input_shape, print_settings
+from utils.config import (Bool, Choice, Number, Opt, Shape, Text, UserError, check_values, configure, print_settings,
+                          run_main)
 from utils.image import ImageError, open_rgb, resize_image, to_rgb, to_tensor
-from utils.runtime import check_precision, load_embedder, load_onnx_embedder
+from utils.runtime import PRECISIONS, check_precision, load_embedder, load_onnx_embedder
 
 if TYPE_CHECKING:
     from utils.detect import Detections
@@ -92,13 +93,6 @@ def check_paths(model_path: object, onnx_path: object) -> None:
                         "out for the shipped model_data/facenet_mobilenet.pth")
 
 
-def normalise_align(value: object) -> str | bool:
-    """The align setting as "auto", True or False; command-line text such as "True" is accepted."""
-    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
-        value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
-    return check_choice("align", value, ALIGN_CHOICES)
-
-
 class Facenet:
     """Trained FaceNet for verification; every entry of ``_defaults`` can be overridden by keyword."""
 
@@ -135,6 +129,14 @@ class Facenet:
         # Print the settings, the weights loaded and notes (predict.py does); False keeps the API quiet.
         "verbose": False,
     }
+    # What each setting above accepts, checked when the object is made (and by predict.py, which takes them
+    # as --name value) and listed by --help.
+    _rules = {
+        "model_path": Text(), "input_shape": Opt(Shape()), "backbone": Opt(Choice(*BACKBONES)),
+        "letterbox_image": Bool(), "cuda": Bool(), "threshold": Opt(Number(0, 2, above=True)),
+        "align": Choice(*ALIGN_CHOICES), "flip": Bool(), "figure": Bool(), "figure_path": Text(),
+        "precision": Choice(*PRECISIONS), "onnx_path": Text(), "verbose": Bool(),
+    }
 
     def __init__(self, **kwargs) -> None:
         unknown = sorted(set(kwargs) - set(self._defaults))
@@ -158,13 +160,10 @@ class Facenet:
         check_paths(self.model_path, self.onnx_path)
         if not self.onnx_path:
             self.model_path = repository_path(os.fspath(self.model_path), self._defaults["model_path"])
-        self.align = normalise_align(self.align)
-        for name in ("letterbox_image", "cuda", "flip", "figure", "verbose"):
-            check_bool(name, getattr(self, name))
-        if self.backbone is not None:
-            check_choice("backbone", self.backbone, BACKBONES)
+        self.onnx_path = os.fspath(self.onnx_path or "")
+        check_values({name: getattr(self, name) for name in self._rules}, self._rules)
         if self.input_shape is not None:
-            self.input_shape = check_input_shape("input_shape", self.input_shape)
+            self.input_shape = list(self.input_shape)
         if self.cuda and not self.onnx_path and not torch.cuda.is_available():
             self.say("note: cuda=True but no GPU is available; running on the CPU")
         use_cuda = self.cuda and not self.onnx_path and torch.cuda.is_available()
@@ -323,3 +322,17 @@ class Facenet:
 def facenet_kwargs(settings: dict) -> dict:
     """The entries of a script's settings that configure ``Facenet``; the script may hold others."""
     return {key: value for key, value in settings.items() if key in Facenet._defaults}
+
+
+def main() -> None:
+    """python facenet.py [--name value ...]: load the weights with these settings and print what was found
+    (backbone, input size, threshold, device); predict.py compares photos with them."""
+    settings = {k: v for k, v in Facenet._defaults.items() if k != "verbose"}
+    namespace = {"__doc__": f"{__doc__.strip()}\n\n{main.__doc__}", **settings,
+                 "RULES": {k: r for k, r in Facenet._rules.items() if k in settings}}
+    configure(namespace)
+    Facenet(**{k: namespace[k] for k in settings}, verbose=True)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -14,18 +14,9 @@ gallery_path = "model_data/gallery.npz"          # identify/dir: their embedding
 dir_path = "photos"                              # dir: the folder of photos to identify
 csv_path = "identify.csv"                        # dir: one row per face (file, box, name, distance)
 max_stranger_rate = 0.01                         # identify/dir: share of strangers allowed a name; sets the threshold
-model_path = "model_data/facenet_mobilenet.pth"  # trained weights (or logs/<weights>.pth after train.py)
-backbone = None                                  # None: from <model_path>.json, else read from the weights
-input_shape = None                               # network input as in training; None: from <model_path>.json, else 160,160,3
-letterbox_image = True                           # keep the aspect ratio when resizing
-cuda = True                                      # use the GPU if there is one
-threshold = None                                 # None: verify: from <model_path>.json, else 1.1; identify/dir: above
-align = "auto"                                   # auto: align raw photos, keep face crops | True: always | False: never
-flip = False                                     # also embed the mirror images (as eval_LFW.py --flip)
-figure = True                                    # show the two faces side by side; False: distance only, faster
-figure_path = "img/result.png"                   # where the figure goes when there is no display
-precision = "fp32"                               # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
-onnx_path = ""                                   # an ONNX file from export.py: run it with onnxruntime instead
+# The model's settings are facenet.py's (Facenet._defaults, described there), given here as --name value too:
+# model_path, backbone, input_shape, letterbox_image, cuda, threshold, align, flip, figure, figure_path,
+# precision, onnx_path. python predict.py -h lists them with their defaults.
 #------------------------------------------------------------------
 import os
 import sys
@@ -34,8 +25,19 @@ from PIL import Image
 
 from facenet import Facenet, facenet_kwargs
 from utils.checkpoint import figure_extensions
-from utils.config import UserError, check_output_file, configure, run_main, settings_of
+from utils.config import Choice, Number, OutputFile, Text, UserError, configure, run_main, settings_of
 from utils.image import ImageError
+
+# The model's settings, declared once in facenet.py, become settings of this script.
+globals().update({k: v for k, v in Facenet._defaults.items() if k != "verbose"})
+# What each setting accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "mode": Choice("verify", "identify", "dir"), "gallery_dir": Text(),
+    "gallery_path": OutputFile(".npz", when=("mode", "identify", "dir")), "dir_path": Text(),
+    "csv_path": OutputFile(".csv", when=("mode", "dir")), "max_stranger_rate": Number(0, 0.5, above=True),
+    **{k: rule for k, rule in Facenet._rules.items() if k != "verbose"},
+    "figure_path": OutputFile(figure_extensions, when="figure"),
+}
 
 
 def user_path(text: str) -> str:
@@ -76,8 +78,6 @@ def compare(model: Facenet, image_1, image_2) -> None:
 
 def main(paths: list[str]) -> None:
     """Verify the pair in ``paths`` (or pairs typed in), or hand the identify and dir modes to utils.identify."""
-    if figure:
-        check_output_file("figure_path", figure_path, figure_extensions())
     if mode != "verify":
         from utils import identify  # here: it imports the detector, which --align False never needs
         return identify.run(mode, paths, settings_of(globals()), user_path)

@@ -13,7 +13,7 @@ last_epoch_weights.pth (plain state_dicts for predict.py / eval_LFW.py), last_ch
 needed to resume) and a run folder loss_<date>/ with history.csv and history.png.
 """
 #------- settings (edit here or override as --name value) -------
-Cuda = True                     # use the GPU when there is one (falls back to the CPU with a note)
+cuda = True                     # use the GPU when there is one (falls back to the CPU with a note)
 seed = 11                       # model init, triplet sampling, augmentation and the validation split
 distributed = False             # True under torchrun: one process per GPU (nccl) or per CPU worker (gloo)
 sync_bn = False                 # synchronise BatchNorm across GPUs when distributed
@@ -85,70 +85,71 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from nets.facenet import FacenetNet
+from nets.facenet import BACKBONES, FacenetNet
 from utils.checkpoint import load_weights, save_atomic, write_weights_info
-from utils.config import configure, print_settings, run_main, settings_of
+from utils.config import (Bool, Choice, Int, Number, Opt, OutputFolder, Shape, Text, check_values, configure,
+                          given_names, print_settings, run_main, settings_of)
 from utils.dataloader import (PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
                               check_trainable, make_loader, split_train_val, validation_triplets)
 from utils.distill import teacher_for
 from utils.recordio import dataset_for, read_training_data, training_alignment
-from utils.runtime import network_threads, resolve_workers, training_precision
-from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, TrainingError, fit_lr,
+from utils.runtime import PRECISIONS, network_threads, resolve_workers, training_precision
+from utils.training import (CLASSIFIER_LOSSES, HISTORY_FIELDS, Criterion, History, Precision, TrainingError, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
 from utils.valsets import LFW_FOLDER_SET, best_metric, history_entries, load_sets, score_sets, table
 
 
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "cuda": Bool(alias="Cuda"), "seed": Int(0), "distributed": Bool(), "sync_bn": Bool(),
+    "precision": Choice("auto", *PRECISIONS), "compile": Bool(), "annotation_path": Text(), "input_shape": Shape(),
+    "backbone": Choice(*BACKBONES), "model_path": Text(), "pretrained": Bool(), "backbone_path": Text(),
+    "resume": Text(), "batch_size": Int(1), "Init_Epoch": Int(0), "Epoch": Int(1), "run_epochs": Int(0),
+    "Init_lr": Number(0, above=True), "Min_lr": Opt(Number(0)), "optimizer_type": Choice("adam", "sgd"),
+    "momentum": Number(0, 1, below=True), "weight_decay": Number(0), "lr_decay_type": Choice("cos", "step"),
+    "warmup_ratio": Number(0), "tail_ratio": Number(0), "sampler": Choice("triplet", "pk"),
+    "images_per_person": Int(2), "mining": Choice("none", "semihard", "hard"), "margin": Number(0),
+    "free_images": Int(0), "triplet_weight": Number(0), "ce_weight": Number(0),
+    "classifier_loss": Choice(*CLASSIFIER_LOSSES), "cls_scale": Number(0), "cls_margin": Number(0),
+    "teacher_path": Text(), "distill_weight": Number(0), "distill_pair_weight": Number(0),
+    "letterbox_image": Bool(), "augment": Bool(), "val_split": Number(0, 1, below=True), "save_period": Int(1),
+    "save_dir": OutputFolder(), "num_workers": Choice("auto") | Int(0), "lfw_eval_flag": Bool(),
+    "lfw_dir_path": Text(), "lfw_pairs_path": Text(), "lfw_folds": Text(), "val_sets": Text(), "best_set": Text(),
+    "bin_folds": Int(2), "alignment": Choice("auto", "crop", "warp", "none"),
+}
+
+
 def check_settings(cfg: dict, world: int) -> None:
-    """Raise TrainingError for settings that cannot work, before anything is loaded."""
-    from utils.training import CLASSIFIER_LOSSES  # imported here: a module-level tuple would be a setting
-    choices = {"optimizer_type": ("adam", "sgd"), "lr_decay_type": ("cos", "step"), "sampler": ("triplet", "pk"),
-               "mining": ("none", "semihard", "hard"), "backbone": ("mobilenet", "inception_resnetv1"),
-               "classifier_loss": CLASSIFIER_LOSSES, "alignment": ("auto", "crop", "warp", "none")}
-    for name, allowed in choices.items():
-        if cfg[name] not in allowed:
-            raise TrainingError(f"--{name} must be one of {', '.join(allowed)}, not {cfg[name]!r}")
-    resolve_workers(cfg["num_workers"], cuda=False)
-    for name, low in (("batch_size", 1), ("Epoch", 1), ("Init_Epoch", 0), ("run_epochs", 0),
-                      ("images_per_person", 2), ("save_period", 1), ("bin_folds", 2), ("margin", 0),
-                      ("triplet_weight", 0), ("ce_weight", 0), ("weight_decay", 0), ("warmup_ratio", 0),
-                      ("tail_ratio", 0),
-                      ("distill_weight", 0), ("distill_pair_weight", 0), ("cls_scale", 0), ("cls_margin", 0)):
-        if cfg[name] < low:
-            raise TrainingError(f"--{name} must be at least {low}, not {cfg[name]}")
+    """Raise a UserError for settings that cannot work, before anything is loaded: each against its rule,
+    then the ones that must agree with each other."""
+    check_values(cfg, RULES)
     if cfg["sampler"] == "triplet" and cfg["batch_size"] % (3 * world):
         raise TrainingError(f"batch_size {cfg['batch_size']} must be a multiple of 3 x {world} processes")
     if cfg["sampler"] == "pk":
         if cfg["mining"] == "none":
             raise TrainingError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
-        if cfg["batch_size"] % world or not 0 <= cfg["free_images"] < cfg["batch_size"] // world or \
+        if cfg["batch_size"] % world or not cfg["free_images"] < cfg["batch_size"] // world or \
                 (cfg["batch_size"] // world - cfg["free_images"]) % cfg["images_per_person"]:
             raise TrainingError(f"batch_size {cfg['batch_size']} over {world} process(es) must give per process "
                                 f"free_images {cfg['free_images']} plus a multiple of images_per_person "
                                 f"{cfg['images_per_person']}")
     elif cfg["free_images"]:
         raise TrainingError("free_images needs --sampler pk")
-    if len(cfg["input_shape"]) != 3 or cfg["input_shape"][2] != 3 or min(cfg["input_shape"][:2]) < 32:
-        raise TrainingError(f"input_shape must be height,width,3 with sides of at least 32 pixels, e.g. 160,160,3; "
-                            f"not {','.join(map(str, cfg['input_shape']))}")
-    if not cfg["Init_lr"] > 0 or not 0 <= cfg["Min_lr"] <= cfg["Init_lr"]:
-        raise TrainingError(f"--Init_lr must be above 0 and --Min_lr between 0 and Init_lr, not "
-                            f"{cfg['Init_lr']} and {cfg['Min_lr']}")
-    if not 0 <= cfg["momentum"] < 1:
-        raise TrainingError(f"--momentum must be in [0, 1), not {cfg['momentum']}")
-    if os.path.exists(cfg["save_dir"]) and not os.path.isdir(cfg["save_dir"]):
-        raise TrainingError(f"--save_dir {cfg['save_dir']} is a file; give a folder for the outputs")
-    if not 0 <= cfg["val_split"] < 1:
-        raise TrainingError(f"val_split must be in [0, 1), not {cfg['val_split']}")
+    if cfg["backbone"] == "inception_resnetv1" and min(cfg["input_shape"][:2]) < 75:
+        raise TrainingError(f"--input_shape {','.join(map(str, cfg['input_shape']))}: inception_resnetv1 needs "
+                            "sides of at least 75 pixels")
+    if cfg["Min_lr"] > cfg["Init_lr"]:
+        raise TrainingError(f"--Min_lr must be at most --Init_lr ({cfg['Init_lr']}), not {cfg['Min_lr']}")
     if cfg["Epoch"] <= cfg["Init_Epoch"]:
         raise TrainingError(f"--Epoch ({cfg['Epoch']}) must exceed --Init_Epoch ({cfg['Init_Epoch']})")
 
 
 def setup_device(cfg: dict) -> tuple[int, int, int, torch.device]:
     """(rank, world size, local rank, device); starts the process group under torchrun."""
-    cuda = cfg["Cuda"] and torch.cuda.is_available()
-    if cfg["Cuda"] and not cuda and os.environ.get("RANK", "0") == "0":
-        print("note: Cuda is True but no GPU is available; training on the CPU")
+    cuda = cfg["cuda"] and torch.cuda.is_available()
+    if cfg["cuda"] and not cuda and os.environ.get("RANK", "0") == "0":
+        print("note: cuda is True but no GPU is available; training on the CPU")
     if not cfg["distributed"]:
         return 0, 1, 0, torch.device("cuda" if cuda else "cpu")
     if "RANK" not in os.environ:
@@ -205,7 +206,7 @@ def read_checkpoint(path: str) -> dict:
 
 # Settings a resumed run may change: where things are and how long it goes on. The others define the
 # run (model, data, losses, optimiser); changing them mid-run cannot continue the same run.
-RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
+RESUME_OVERRIDABLE = ("cuda", "Init_Epoch", "Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
                       "annotation_path", "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path", "lfw_folds",
                       "compile", "resume", "val_sets", "best_set", "bin_folds")
 
@@ -482,7 +483,7 @@ def save_epoch(cfg: dict, model: FacenetNet, optimizer, precision: Precision, hi
 
 def main() -> None:
     configure(globals())
-    given = {arg[2:].partition("=")[0] for arg in sys.argv[1:] if arg.startswith("--")}
+    given = given_names(globals())
     try:
         train(settings_of(globals()), given)
     except KeyboardInterrupt:

@@ -21,10 +21,16 @@ rec_path = ""                       # also pack the annotated images into this R
 import os
 
 from utils.checkpoint import write_text_atomic
-from utils.config import UserError, check_bool, check_output_file, configure, run_main
+from utils.config import Bool, Opt, OutputFile, Text, UserError, configure, run_main
 from utils.dataloader import read_annotation
 from utils.image import ImageError, is_image_file, open_rgb
 from utils.recordio import index_path, pack_annotation
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "datasets_path": Text(), "annotation_path": OutputFile(), "names_path": OutputFile(), "absolute_paths": Bool(),
+    "check_images": Bool(), "rec_path": Opt(OutputFile(".rec"), unset=""),
+}
 
 
 class DatasetError(UserError):
@@ -105,14 +111,8 @@ def annotate(root: str, annotation: str, names: str, absolute: bool = True, chec
 
 
 def main() -> None:
-    check_bool("absolute_paths", absolute_paths)
-    check_bool("check_images", check_images)
-    check_output_file("annotation_path", annotation_path)
-    check_output_file("names_path", names_path)
     if os.path.abspath(annotation_path) == os.path.abspath(names_path):
         raise UserError(f"--annotation_path and --names_path are the same file {annotation_path}")
-    if rec_path:
-        check_output_file("rec_path", rec_path, (".rec",))
     summary = annotate(datasets_path, annotation_path, names_path, absolute_paths, check_images)
     print(f"{annotation_path}: {summary['people']} people, {summary['images']} images; "
           f"{summary['single']} people with one image only (negatives and cross-entropy only, never anchors)")

@@ -53,16 +53,27 @@ import numpy as np
 import torch
 
 from facenet import DEFAULT_INPUT_SHAPE, FALLBACK_THRESHOLD
-from nets.facenet import FacenetNet
+from nets.facenet import BACKBONES, FacenetNet
 from recipes.make_trainset import read_people_sets
 from recipes import open_set_measure
 from recipes.teacher_embeddings import describe_paths
 from utils.checkpoint import file_sha256, load_weights, model_settings, read_weights_info, weights_info_path, write_json
-from utils.config import UserError, configure, print_settings, run_main, settings_of
+from utils.config import (Bool, Choice, Int, List, Number, Opt, OutputFile, Shape, Text, UserError, configure,
+                          print_settings, run_main, settings_of)
 from utils import gallery, open_set
 from utils.image import ImageError, is_image_file
 from utils.lfw import embed_paths
 from utils.verification import far_threshold
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {
+    "model_path": Text(), "backbone": Opt(Choice(*BACKBONES)), "input_shape": Opt(Shape()), "letterbox_image": Bool(),
+    "threshold": Opt(Number(0, 2, above=True)), "lfw_dir_path": Text(), "lfw_people_path": Text(),
+    "lfw_sets": List(Int(1, 10)), "wrong_name_target": Number(0, 1, above=True), "rule_gallery_images": Int(1),
+    "batch_size": Int(1), "num_workers": Int(0), "cuda": Bool(), "json_save_path": OutputFile(".json"),
+    "teacher": Bool(), "max_stranger_rates": List(Number(0, 0.5, above=True)), "small_galleries": List(Int(2)),
+    "small_gallery_images": List(Opt(Int(1))), "repetitions": Int(1), "seed": Int(0),
+}
 
 
 def person_images(lfw_dir: str, people: list[str]) -> dict[str, list[str]]:

@@ -12,12 +12,14 @@ lfw_pairs_path = "model_data/lfw_pair.txt"  # official pairs.txt
 bin_path = "lfw.bin"
 #------------------------------------------------------------------
 from utils.binset import write_pairs_bin
-from utils.config import check_output_file, configure, run_main
+from utils.config import OutputFile, Text, configure, run_main
 from utils.lfw import load_pairs
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {"lfw_dir_path": Text(), "lfw_pairs_path": Text(), "bin_path": OutputFile(".bin")}
 
 
 def main() -> None:
-    check_output_file("bin_path", bin_path, (".bin",))
     count = write_pairs_bin(bin_path, load_pairs(lfw_pairs_path, lfw_dir_path))
     print(f"{bin_path}: {count} pairs of {lfw_dir_path} in {lfw_pairs_path} order")
 

@@ -6,7 +6,7 @@ so eval_LFW.py --folds 8,9,10 gives an honest held-out accuracy. The folder is m
 to the aligned images (nothing is copied). Run from the repository root: python -m recipes.make_trainset
 """
 #------- settings (edit here or override as --name value) -------
-lfw_dir = "lfw"                                # aligned LFW (align_dataset.py output)
+lfw_dir_path = "lfw"                           # aligned LFW (align_dataset.py output)
 lfw_people_path = "model_data/lfw_people.txt"  # LFW's official people.txt (View 2, 10 sets)
 lfw_sets = [1, 2, 3, 4, 5, 6, 7]               # sets whose people are used for training
 extra_dirs = ["aligned/celeba"]                # further aligned folder-per-person datasets to include
@@ -15,7 +15,11 @@ output_dir = "datasets"
 import os
 import sys
 
-from utils.config import configure, print_settings, settings_of
+from utils.config import Int, List, OutputFolder, Text, configure, print_settings, settings_of
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {"lfw_dir_path": Text(alias="lfw_dir"), "lfw_people_path": Text(), "lfw_sets": List(Int(1, 10)),
+         "extra_dirs": List(Text()), "output_dir": OutputFolder()}
 
 
 def read_people_sets(path: str) -> list[list[str]]:
@@ -40,16 +44,16 @@ def link(source: str, destination: str) -> None:
 
 def main() -> None:
     print_settings(settings_of(globals()))
-    for folder in [lfw_dir, *extra_dirs]:
+    for folder in [lfw_dir_path, *extra_dirs]:
         if not os.path.isdir(folder):
             sys.exit(f"error: {folder} not found; align the raw images into it with align_dataset.py first")
     os.makedirs(output_dir, exist_ok=True)
     sets = read_people_sets(lfw_people_path)
     people = [name for k in lfw_sets for name in sets[k - 1]]
-    absent = [name for name in people if not os.path.isdir(os.path.join(lfw_dir, name))]
+    absent = [name for name in people if not os.path.isdir(os.path.join(lfw_dir_path, name))]
     for name in people:
         if name not in absent:
-            link(os.path.join(lfw_dir, name), os.path.join(output_dir, name))
+            link(os.path.join(lfw_dir_path, name), os.path.join(output_dir, name))
     extra = 0
     for folder in extra_dirs:
         for name in sorted(os.listdir(folder)):

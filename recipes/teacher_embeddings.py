@@ -24,10 +24,14 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from utils.config import configure, fail, print_settings, settings_of
+from utils.config import Int, Number, OutputFile, Text, configure, fail, print_settings, settings_of
 from utils.dataloader import AnnotationError, read_annotation
 from utils.distill import TeacherError, read_teacher, save_teacher, teacher_key
 from utils.image import ImageError, open_rgb
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {"annotation_path": Text(), "output_path": OutputFile(".npz"), "models_dir": Text(),
+         "margin_ratio": Number(0, 1, below=True), "num_workers": Int(1), "save_every": Int(1)}
 
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARK_FILE = "shape_predictor_5_face_landmarks.dat"

@@ -17,8 +17,12 @@ import numpy as np
 
 from recipes.teacher_embeddings import describe_paths
 from utils import verification
-from utils.config import configure, fail, print_settings, settings_of
+from utils.config import Int, Number, Text, configure, fail, print_settings, settings_of
 from utils.lfw import PairsError, load_pairs, parse_folds
+
+# What each setting above accepts, checked by utils.config before any work and listed by --help.
+RULES = {"lfw_dir_path": Text(), "lfw_pairs_path": Text(), "folds": Text(), "models_dir": Text(),
+         "margin_ratio": Number(0, 1, below=True), "num_workers": Int(1)}
 
 
 def main() -> None:

@@ -188,7 +188,8 @@ def test_a_filled_folder_of_unknown_origin_is_refused(nested, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--image_size", "0"], "--image_size must be from 16 to 4096"),
-    (["--margin", "-1"], "--margin must be from 0 to 159"),
+    (["--margin", "-1"], "--margin must be at least 0"),
+    (["--margin", "160"], "--margin must be below --image_size (160)"),
     (["--num_workers", "-1"], "--num_workers must be auto or a whole number"),
     (["--min_face_size", "0"], "--min_face_size must be from 10 to 10000"),
     (["--thresholds", "0.6,0.7,1.5"], "--thresholds must be from 0 to 1"),

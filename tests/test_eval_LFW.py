@@ -101,7 +101,7 @@ def test_collapsed_model_prints_a_warning_not_a_score(tmp_path):
 @pytest.mark.slow
 def test_nearly_collapsed_model_is_named_and_gives_no_threshold(tmp_path):
     torch.manual_seed(0)
-    model = Facenet("mobilenet", mode="predict")
+    model = FacenetNet("mobilenet")
     with torch.no_grad():  # features of about 1e-9 around an offset of 1e-6: faces lie about 1e-5 apart,
         model.last_bn.bias.normal_(0, 1e-6)  # as after a failed short run
     path = tmp_path / "collapsed.pth"
@@ -163,7 +163,7 @@ def test_default_outputs_land_under_the_ignored_logs_folder():
     (("--backbone", "resnet"), "--backbone must be one of"),
     (("--png_save_path", "roc.xyz"), "must end in one of"),
     (("--json_save_path", "tests"), "is a folder"),
-    (("--precision", "fp64"), "--precision must be fp32, bf16 or fp16"),
+    (("--precision", "fp64"), "--precision must be one of fp32, bf16, fp16"),
     pytest.param(("--precision", "fp16"), "needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
     (("--num_workers", "many"), "--num_workers must be auto or a whole number"),

@@ -163,7 +163,8 @@ def test_threshold_sources(weights, tmp_path, capsys):
         handle.write("{not json")
     with pytest.raises(CheckpointError, match="facenet_test.json"):
         Facenet(model_path=bare, cuda=False)
-    with pytest.raises(CheckpointError, match="above 0 and at most 2"):
+    from utils.config import UserError
+    with pytest.raises(UserError, match="--threshold must be above 0 and at most 2, not 5"):
         Facenet(model_path=weights, cuda=False, threshold=5)
 
 

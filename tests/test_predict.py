@@ -110,7 +110,7 @@ def test_ctrl_c_at_the_prompt_leaves_cleanly(workdir):
 
 
 @pytest.mark.parametrize("change, words", [
-    (("--precision", "bf32"), "--precision must be fp32, bf16 or fp16"),
+    (("--precision", "bf32"), "--precision must be one of fp32, bf16, fp16"),
     pytest.param(("--precision", "fp16"), "needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
     (("--onnx_path", "absent.onnx"), "absent.onnx: no such ONNX file"),
@@ -157,7 +157,7 @@ def test_each_bad_argument_exits_2(workdir, tmp_path, monkeypatch, capsys, case)
     (["--input_shape", "0,0,3"], "--input_shape must be height,width,3"),
     (["--backbone", "resnet50"], "--backbone must be one of mobilenet, inception_resnetv1"),
     (["--align", "maybe"], "--align must be one of auto, True, False"),
-    (["--threshold", "5"], "threshold must be a number above 0 and at most 2"),
+    (["--threshold", "5"], "--threshold must be above 0 and at most 2, not 5.0"),
     (["--figure_path", "FOLDER"], "is a folder"),
     (["--figure_path", "result.xyz"], "must end in"),
     (["--figure_path", "FILE/result.png"], "is a file, not a folder"),
@@ -234,7 +234,8 @@ def test_help_prints_the_settings_block_and_exits_0(monkeypatch, capsys):
         runpy.run_path(PREDICT, run_name="__main__")
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert 'align = "auto"' in out and "# auto: align raw photos" in out and "Compare two face images" in out
+    assert 'mode = "verify"' in out and "Compare two face images" in out
+    assert "--align              one of auto, True, False (default 'auto')" in out  # facenet.py's setting
 
 
 # --- identify and dir modes ---------------------------------------------------------------------

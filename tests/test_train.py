@@ -191,7 +191,7 @@ def test_resume_from_the_command_line_restores_the_runs_settings(data, tmp_path)
     ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "free_images": 3}, "plus a multiple of"),
     ({"distill_weight": -1.0}, "distill_weight must be at least 0"),
     ({"teacher_path": "none.npz"}, "no such teacher file"),
-    ({"precision": "fp64"}, "--precision must be fp32, bf16 or fp16"),
+    ({"precision": "fp64"}, "--precision must be one of auto, fp32, bf16, fp16"),
     pytest.param({"precision": "fp16"}, "--precision fp16 needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where there is CUDA")),
 ])
