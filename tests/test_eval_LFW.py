@@ -189,8 +189,8 @@ def lfw_with(tmp_path, missing: str, failures: bool) -> str:
 
 @pytest.mark.parametrize("case, words", [
     ("not utf-8", "pairs.txt: not UTF-8 text"),
-    ("json under /proc", "--json_save_path /proc/lfw: /proc cannot hold files"),
-    ("png under /proc", "--png_save_path /proc: /proc cannot hold files"),
+    ("json under /proc", "--json_save_path /proc/lfw/eval.json: /proc cannot hold files"),
+    ("png under /proc", "--png_save_path /proc/roc.png: /proc cannot hold files"),
     ("json is the weights' JSON", "is the weights' JSON, an input of this run"),
     ("missing, failures.csv", "failures.csv; add centre crops for those with python align_dataset.py"),
     ("missing, no failures.csv", "--no_face centre (the pairs need every image)"),
