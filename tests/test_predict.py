@@ -291,8 +291,9 @@ def test_dir_mode_writes_one_row_per_face(known):
 
 def fake_gallery(gallery_dir: str, path: str) -> None:
     """A gallery file of ``gallery_dir`` as if built with other weights."""
-    galleries.save(galleries.Gallery(os.path.realpath(gallery_dir), {"weights_sha256": "0" * 64}, ["a.jpg"], ["a"],
-                                     [1], [1], np.ones((1, 128), np.float32)), path)
+    unit = np.full((1, 128), 128 ** -0.5, np.float32)
+    galleries.save(galleries.Gallery(os.path.realpath(gallery_dir), {"weights_sha256": "0" * 64, "embedding_size": 128},
+                                     ["a.jpg"], ["a"], ["0" * 64], [1], unit), path)
 
 
 @pytest.mark.slow
