@@ -254,7 +254,7 @@ def run_dir(paths: list[str]) -> None:
     try:
         counts = identify.identify_folder(model, search, dir_path, csv_path)
     except identify.Interrupted as stop:
-        print(f"\ninterrupted: {csv_path} holds the {stop.done} of {stop.counts['photos']} photos done",
+        print(f"interrupted: {csv_path} holds the {stop.done} of {stop.counts['photos']} photos done",
               file=sys.stderr)
         raise KeyboardInterrupt from None
     print(f"{csv_path}: {counts['photos']} photos, {counts['faces']} faces ({counts['named']} "

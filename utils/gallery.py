@@ -123,6 +123,8 @@ class ModelEmbedder:
     weights' JSON says (with ``align=True``; see ``Facenet.choose``), embedded by ``Facenet.embed``."""
 
     def __init__(self, model: Any) -> None:
+        if model.detector is None:
+            raise ValueError("a gallery needs a Facenet that aligns photos: align=True")
         self.model = model
         self.fingerprint = fingerprint(model.weights, model.backbone, model.input_shape, model.letterbox_image,
                                        model.flip, model.alignment, model.embedding_size)
@@ -183,8 +185,8 @@ def name_key(name: str) -> str:
 
 
 def content_hash(path: str) -> str:
-    """Hex sha256 of a file's bytes: the key of its embedding (about 1 ms for a 1 MB photo, far below the
-    cost of detecting and embedding it, so every update reads every photo)."""
+    """Hex sha256 of a file's bytes: the key of its embedding. Hashing a photo costs a small share of
+    detecting and embedding it, so every update reads every photo rather than trusting its size and date."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
