@@ -20,19 +20,28 @@ max_stranger_rate = 0.01                         # identify/dir: share of strang
 #------------------------------------------------------------------
 import os
 import sys
+import tempfile
+from typing import Callable
 
+import numpy as np
 from PIL import Image
 
-from facenet import Facenet, facenet_kwargs
-from utils.checkpoint import figure_extensions
-from utils.config import Choice, Number, OutputFile, Text, UserError, configure, run_main, settings_of
-from utils.image import ImageError
+from facenet import Facenet, facenet_kwargs, is_interactive_backend
+from utils import gallery as galleries
+from utils import identify
+from utils.checkpoint import (CheckpointError, figure_extensions, read_weights_info, save_figure,
+                              weights_info_path)
+from utils.config import (Choice, Number, OutputFile, Text, UserError, check_number, check_output_file, configure,
+                          print_settings, run_main, settings_of)
+from utils.image import ImageError, is_image_file, open_rgb
+
+MODES = ("verify", "identify", "dir")
 
 # The model's settings, declared once in facenet.py, become settings of this script.
 globals().update({k: v for k, v in Facenet._defaults.items() if k != "verbose"})
 # What each setting accepts, checked by utils.config before any work and listed by --help.
 RULES = {
-    "mode": Choice("verify", "identify", "dir"), "gallery_dir": Text(),
+    "mode": Choice(*MODES), "gallery_dir": Text(),
     "gallery_path": OutputFile(".npz", when=("mode", "identify", "dir")), "dir_path": Text(),
     "csv_path": OutputFile(".csv", when=("mode", "dir")), "max_stranger_rate": Number(0, 0.5, above=True),
     **{k: rule for k, rule in Facenet._rules.items() if k != "verbose"},
@@ -53,18 +62,45 @@ def user_path(text: str) -> str:
     return next((c for c in candidates if os.path.exists(c)), path)
 
 
-def ask(model: Facenet, prompt: str) -> Image.Image:
-    """Prompt until the user names a usable image; EOFError and KeyboardInterrupt pass through."""
+def ask(prompt: str, read: Callable[[str], object]) -> object:
+    """Prompt until ``read`` accepts what the user typed (as a path); EOFError and KeyboardInterrupt pass through."""
     while True:
         text = input(prompt)
         if not text.strip():
             print("error: type an image file name (Ctrl-D or Ctrl-C to quit)", file=sys.stderr)
             continue
         try:
-            return model.face(user_path(text))
+            return read(user_path(text))
         except ImageError as err:
             print(f"error: {err}", file=sys.stderr)
 
+
+def check_outputs(outputs: dict[str, tuple[str, tuple[str, ...]]], inputs: list[str],
+                  photo_folders: list[str]) -> None:
+    """Stop before any work when an output (name -> path, extensions) cannot be written: a folder that
+    cannot hold files (found by creating a temporary file there, as /proc cannot), an input of this
+    run, or an image inside a folder of photos the next run would read."""
+    for name, (path, extensions) in outputs.items():
+        check_output_file(name, path, extensions)
+        folder = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UserError(f"--{name} {path}: {folder} cannot hold files ({err.strerror}); "
+                            "choose a path in another folder") from None
+        target = os.path.realpath(path)
+        if any(os.path.realpath(item) == target for item in inputs if item):
+            raise UserError(f"--{name} {path}: is also an input of this run; choose another file")
+        inside = [d for d in photo_folders if os.path.commonpath([os.path.realpath(d), target]) == os.path.realpath(d)]
+        if is_image_file(path) and inside:
+            raise UserError(f"--{name} {path}: is inside the folder of photos {inside[0]}, which would read it "
+                            "as a photo; choose a path elsewhere")
+
+
+# --- verify: two photos ---------------------------------------------------------------------------
 
 def compare(model: Facenet, image_1, image_2) -> None:
     """Print the distance and the verdict, after the warning when the embeddings cannot be trusted."""
@@ -76,24 +112,167 @@ def compare(model: Facenet, image_1, image_2) -> None:
     print(f"Distance: {comparison.distance:.3f} -> {comparison.verdict} (threshold {model.threshold:.3f})")
 
 
-def main(paths: list[str]) -> None:
-    """Verify the pair in ``paths`` (or pairs typed in), or hand the identify and dir modes to utils.identify."""
-    if mode != "verify":
-        from utils import identify  # here: it imports the detector, which --align False never needs
-        return identify.run(mode, paths, settings_of(globals()), user_path)
+def run_verify(paths: list[str]) -> None:
+    """Compare the pair in ``paths``, or pairs typed in until Ctrl-C or Ctrl-D."""
     if len(paths) == 1:
         raise UserError("give two image files to compare, or none to be asked for them")
+    if figure:
+        check_outputs({"figure_path": (figure_path, figure_extensions())}, [model_path, onnx_path, *map(user_path, paths)], [])
     model = Facenet(**facenet_kwargs(settings_of(globals())), verbose=True)
     if paths:
         compare(model, *map(user_path, paths))
         return
     try:
         while True:
-            image_1 = ask(model, "Input image_1 filename:")
-            image_2 = ask(model, "Input image_2 filename:")
+            image_1 = ask("Input image_1 filename:", model.face)
+            image_2 = ask("Input image_2 filename:", model.face)
             compare(model, image_1, image_2)
     except (EOFError, KeyboardInterrupt):
         print()
+
+
+# --- identify and dir: faces against a gallery of known people -------------------------------------
+
+def open_gallery(model: Facenet, gallery_dir: str, gallery_path: str) -> galleries.Gallery:
+    """Update the gallery file from its folder, print what changed, what was skipped and which photos
+    show several faces, and return it."""
+    gallery, report = galleries.update(galleries.ModelEmbedder(model), gallery_dir, gallery_path)
+    if report.moved_from:
+        print(f"note: {gallery_path} was built from {report.moved_from}; rebuilt for {gallery_dir}")
+    for path, reason in report.skipped.items():
+        print(f"  skipped {os.path.join(gallery_dir, path)}: {reason}")
+    for path, faces in report.crowded.items():
+        print(f"warning: {os.path.join(gallery_dir, path)} shows {faces} faces; the main one (largest, most "
+              "central) is enrolled: crop the photo to that person if it is another")
+    print(f"gallery: {len(gallery.paths)} images of {len(gallery.people)} people from {gallery_dir} "
+          f"({report.added} new, {report.changed} changed, {report.removed} removed, {report.kept} unchanged, "
+          f"{len(report.skipped)} skipped){', saved to ' + gallery_path if report.saved else ''}")
+    return gallery
+
+
+def set_gallery_threshold(model: Facenet, gallery: galleries.Gallery, max_stranger_rate: float, given: bool) -> None:
+    """Set ``model.threshold`` for naming people of ``gallery`` with at most ``max_stranger_rate`` of
+    strangers named (utils.open_set, from the weights' impostor table in their JSON and the gallery
+    itself) and print it and why; a threshold the user gave is kept."""
+    from utils import open_set  # here: it imports scikit-learn (seconds), which the verify mode never needs
+    rate = check_number("max_stranger_rate", max_stranger_rate, 0, 0.5, low_open=True)
+    if given:
+        print(f"threshold {model.threshold:.3f} (--threshold); --max_stranger_rate not used")
+        return
+    table = read_weights_info(model.weights).get(open_set.TABLE_KEY)
+    try:
+        table = None if table is None else open_set.check_table(table)
+    except ValueError as err:
+        raise CheckpointError(f"{weights_info_path(model.weights)}: {err}; run eval_LFW.py again, "
+                              "or delete the key") from None
+    choice = open_set.choose_threshold(gallery.embeddings, np.array(gallery.names), galleries.DEFAULT_RULE,
+                                       rate, table, model.threshold)
+    model.threshold = choice.threshold
+    print(choice.reason)
+
+
+def known_people(outputs: dict[str, tuple[str, tuple[str, ...]]], inputs: list[str],
+                 photo_folders: list[str]) -> tuple[Facenet, galleries.PersonSearch]:
+    """The model (aligning every photo) and the search over the gallery, its threshold set, once the
+    outputs of the run are known to be writable."""
+    check_outputs({"gallery_path": (gallery_path, (".npz",)), **outputs}, [model_path, onnx_path, *inputs],
+                  [gallery_dir, *photo_folders])
+    print_settings({"mode": mode, "gallery_dir": gallery_dir, "gallery_path": gallery_path,
+                    "max_stranger_rate": max_stranger_rate,
+                    **({"dir_path": dir_path, "csv_path": csv_path} if mode == "dir" else {})})
+    check_number("max_stranger_rate", max_stranger_rate, 0, 0.5, low_open=True)
+    model = Facenet(**{**facenet_kwargs(settings_of(globals())), "align": True}, verbose=True)
+    gallery = open_gallery(model, gallery_dir, gallery_path)
+    set_gallery_threshold(model, gallery, max_stranger_rate, threshold is not None)
+    return model, gallery.search()
+
+
+def describe(number: int, match: identify.FaceMatch) -> str:
+    """One printed line per face."""
+    box = ",".join(map(str, match.box))
+    if match.name == identify.UNKNOWN:
+        return f"  face {number}: box {box} -> unknown (nearest {match.nearest}, distance {match.distance:.3f})"
+    return f"  face {number}: box {box} -> {match.name} (distance {match.distance:.3f})"
+
+
+def show(image: Image.Image, matches: list[identify.FaceMatch], threshold: float, figure_path: str) -> None:
+    """Draw the photo with a box and a name per face; shown on a display, else saved to ``figure_path``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    width, height = image.size
+    drawn, axis = plt.subplots(figsize=(7, 7 * height / max(width, 1) + 0.5))
+    axis.imshow(np.asarray(image))
+    for match in matches:
+        left, top, right, bottom = match.box
+        colour = "tab:red" if match.name == identify.UNKNOWN else "lime"
+        axis.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor=colour, lw=2))
+        axis.text(left, top - 3, f"{match.name} {match.distance:.2f}", color="black", fontsize=9,
+                  va="bottom", bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    axis.set_title(f"{len(matches)} face(s); unknown above distance {threshold:.3f}")
+    axis.axis("off")
+    drawn.tight_layout()
+    if is_interactive_backend():
+        plt.show()
+    else:
+        save_figure(drawn, figure_path)
+        print(f"figure saved to {figure_path}")
+    plt.close(drawn)
+
+
+def identify_photo(model: Facenet, search: galleries.PersonSearch, path: str) -> None:
+    """Print every face of the photo at ``path`` and, with ``figure``, draw them. ImageError when the photo
+    cannot be read or shows no face."""
+    image = open_rgb(path)
+    matches = identify.identify_faces(model, search, image)
+    if not matches:
+        raise ImageError(f"{path}: no face found; use a photo with a clearly visible face")
+    print(f"{path}: {len(matches)} face(s), unknown above distance {model.threshold:.3f}")
+    for number, match in enumerate(matches, start=1):
+        print(describe(number, match))
+    if model.figure:
+        show(image, matches, model.threshold, model.figure_path)
+
+
+def run_identify(paths: list[str]) -> None:
+    """Who is each face of the photo in ``paths``, or of photos typed in until Ctrl-C or Ctrl-D."""
+    if len(paths) > 1:
+        raise UserError("identify takes one photo (or none, to be asked for photos)")
+    photos = [user_path(p) for p in paths]
+    model, search = known_people({"figure_path": (figure_path, figure_extensions())} if figure else {}, photos, [])
+    if photos:
+        identify_photo(model, search, photos[0])
+        return
+    try:
+        while True:
+            ask("Input image filename:", lambda path: identify_photo(model, search, path))
+    except (EOFError, KeyboardInterrupt):
+        print()
+
+
+def run_dir(paths: list[str]) -> None:
+    """Every face of every photo under ``dir_path`` against the gallery, one CSV row each."""
+    if paths:
+        raise UserError("dir mode takes no photo: set --dir_path to the folder of photos and --csv_path for the table")
+    model, search = known_people({"csv_path": (csv_path, (".csv",))}, [], [dir_path])
+    try:
+        counts = identify.identify_folder(model, search, dir_path, csv_path)
+    except identify.Interrupted as stop:
+        print(f"interrupted: {csv_path} holds the {stop.done} of {stop.counts['photos']} photos done",
+              file=sys.stderr)
+        raise KeyboardInterrupt from None
+    print(f"{csv_path}: {counts['photos']} photos, {counts['faces']} faces ({counts['named']} "
+          f"named, {counts['unknown']} unknown), {counts['no face']} without a face, "
+          f"{counts['unreadable']} unreadable")
+
+
+def main(paths: list[str]) -> None:
+    """Run the mode the settings name."""
+    if mode == "verify":
+        run_verify(paths)
+    elif mode == "identify":
+        run_identify(paths)
+    elif mode == "dir":
+        run_dir(paths)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from conftest import FIXTURES, ROOT
 from facenet import Facenet
 from test_facenet import make_weights
 from utils import gallery
+from utils.image import ImageError
 from utils.identify import UNKNOWN, identify_faces
 
 FACES = os.path.join(FIXTURES, "faces")
@@ -51,6 +52,11 @@ def model():
     return Facenet(model_path=SHIPPED, cuda=False, align=True)
 
 
+@pytest.fixture(scope="module")
+def embedder(model):
+    return gallery.ModelEmbedder(model)
+
+
 def test_names_from_folders_and_flat_files(tmp_path):
     for name in ("Ada/1.jpg", "Ada/old/2.png", "Bob_Smith_2.jpg", "Bob_Smith_10.jpg", "Cy.png", "7_001.jpg",
                  ".hidden.jpg", "notes.txt", ".cache/3.jpg"):
@@ -71,26 +77,25 @@ def test_names_that_differ_only_in_case_or_spaces_are_refused(tmp_path, names):
     assert "\n" not in str(info.value)
 
 
-def test_build_update_and_load(model, tmp_path, monkeypatch):
+def test_build_update_and_load(model, embedder, tmp_path, monkeypatch):
     root = make_known(tmp_path)
     shutil.copy(NO_FACE, os.path.join(root, "nobody_1.jpg"))
     with open(os.path.join(root, "broken_1.jpg"), "w") as handle:
         handle.write("not a picture")
     path = str(tmp_path / "gallery.npz")
-    built, report = gallery.update(model, root, path, batch_size=4, progress=False)
+    built, report = gallery.update(embedder, root, path, batch_size=4, progress=False)
     assert (report.added, report.kept, report.saved) == (8, 0, True)
     assert report.skipped == {"broken_1.jpg": "not an image file PIL can read", "nobody_1.jpg": "no face found"}
     assert built.people == list(PEOPLE) and len(built.paths) == 6
     np.testing.assert_allclose(np.linalg.norm(built.embeddings, axis=1), 1, atol=1e-5)
-    loaded = gallery.load(path, gallery.fingerprint(model))
+    loaded = gallery.load(path, embedder.fingerprint)
     assert loaded.paths == built.paths and loaded.names == built.names and loaded.skipped == built.skipped
     np.testing.assert_array_equal(loaded.embeddings, built.embeddings)
 
     calls = []
-    face = model.face
-    monkeypatch.setattr(model, "face", lambda p: isinstance(p, str) and calls.append(os.path.relpath(p, root))
-                        or face(p))
-    again, report = gallery.update(model, root, path, progress=False)
+    face = embedder.face
+    monkeypatch.setattr(embedder, "face", lambda p: calls.append(os.path.relpath(p, root)) or face(p))
+    again, report = gallery.update(embedder, root, path, progress=False)
     assert calls == [] and not report.saved and report.kept == 6 and len(report.skipped) == 2
     np.testing.assert_array_equal(again.embeddings, built.embeddings)
 
@@ -100,7 +105,7 @@ def test_build_update_and_load(model, tmp_path, monkeypatch):
     shutil.copy(face_files("celeba_7206")[0], os.path.join(root, changed))
     removed = os.path.join("celeba_7203", os.path.basename(face_files("celeba_7203")[1]))
     os.remove(os.path.join(root, removed))
-    updated, report = gallery.update(model, root, path, progress=False)
+    updated, report = gallery.update(embedder, root, path, progress=False)
     assert sorted(calls) == sorted([new, changed])
     assert (report.added, report.changed, report.removed, report.kept, report.saved) == (1, 1, 1, 4, True)
     assert removed not in updated.paths and new in updated.paths and len(updated.paths) == 6
@@ -112,29 +117,29 @@ def test_build_update_and_load(model, tmp_path, monkeypatch):
                                atol=1e-5)
 
 
-def test_empty_gallery_is_an_error(model, tmp_path):
+def test_empty_gallery_is_an_error(embedder, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(gallery.GalleryError, match="empty gallery: no images"):
-        gallery.update(model, str(tmp_path / "empty"), str(tmp_path / "g.npz"), progress=False)
+        gallery.update(embedder, str(tmp_path / "empty"), str(tmp_path / "g.npz"), progress=False)
     (tmp_path / "faceless").mkdir()
     shutil.copy(NO_FACE, tmp_path / "faceless" / "x_1.jpg")
     with pytest.raises(gallery.GalleryError, match="empty gallery: no usable face in its 1 image"):
-        gallery.update(model, str(tmp_path / "faceless"), str(tmp_path / "g.npz"), progress=False)
+        gallery.update(embedder, str(tmp_path / "faceless"), str(tmp_path / "g.npz"), progress=False)
     assert not (tmp_path / "g.npz").exists()
 
 
-def test_gallery_of_other_weights_or_settings_is_refused(model, tmp_path):
+def test_gallery_of_other_weights_or_settings_is_refused(embedder, tmp_path):
     root = make_known(tmp_path, per_person=1)
     path = str(tmp_path / "g.npz")
-    gallery.update(model, root, path, progress=False)
+    gallery.update(embedder, root, path, progress=False)
     other = Facenet(model_path=make_weights(tmp_path), cuda=False, align=True)
     refused = r"built with other weights \(sha256 [0-9a-f]{12}\.\.\. vs "
     with pytest.raises(gallery.GalleryError, match=refused) as info:
-        gallery.update(other, root, path, progress=False)
+        gallery.update(gallery.ModelEmbedder(other), root, path, progress=False)
     assert "\n" not in str(info.value) and path in str(info.value)
     smaller = Facenet(model_path=SHIPPED, cuda=False, align=True, input_shape=[96, 96, 3])
     with pytest.raises(gallery.GalleryError, match="built with other settings .*input_shape"):
-        gallery.update(smaller, root, path, progress=False)
+        gallery.update(gallery.ModelEmbedder(smaller), root, path, progress=False)
     with open(path, "wb") as handle:
         handle.write(b"PK\x03\x04 truncated")
     with pytest.raises(gallery.GalleryError, match="not a readable gallery file"):
@@ -166,9 +171,9 @@ def test_search_matches_brute_force(rule, monkeypatch):
         assert distance == pytest.approx(scores[expected], abs=1e-5)
 
 
-def test_several_faces_in_one_photo_and_unknown_rejection(model, tmp_path):
+def test_several_faces_in_one_photo_and_unknown_rejection(model, embedder, tmp_path):
     root = make_known(tmp_path, per_person=1)
-    built, _ = gallery.update(model, root, str(tmp_path / "g.npz"), progress=False)
+    built, _ = gallery.update(embedder, root, str(tmp_path / "g.npz"), progress=False)
     tiles = group_photo(str(tmp_path / "group.jpg"),
                         [face_files("celeba_7201")[0], STRANGER, face_files("celeba_7203")[0]])
     image = Image.open(tmp_path / "group.jpg").convert("RGB")
@@ -183,3 +188,113 @@ def test_several_faces_in_one_photo_and_unknown_rejection(model, tmp_path):
     model.threshold = 0.01
     assert [m.name for m in identify_faces(model, built.search(), image)] == [UNKNOWN] * 3
     assert identify_faces(model, built.search(), Image.open(NO_FACE).convert("RGB")) == []
+
+
+class BytesEmbedder:
+    """A stand-in model: a photo's "face" is its bytes and its embedding a unit vector drawn from them, so
+    the gallery's bookkeeping is tested without a network. Files starting with b"bad" have no face."""
+
+    fingerprint = {"weights_sha256": "f" * 64, "embedding_size": 8}
+
+    def __init__(self) -> None:
+        self.embedded: list[bytes] = []
+
+    def face(self, path: str) -> tuple[bytes, int]:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if data.startswith(b"bad"):
+            raise ImageError(f"{path}: no face found; use another photo")
+        return data, 1
+
+    def embed(self, faces) -> np.ndarray:
+        self.embedded += faces
+        vectors = np.array([np.random.default_rng(list(face)).standard_normal(8) for face in faces], np.float32)
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).reshape(-1, 8)
+
+
+def test_a_photo_replaced_by_one_of_the_same_size_and_date_is_embedded_again(tmp_path):
+    root = tmp_path / "known"
+    for name, data in (("ada/1.jpg", b"photo one"), ("bob/1.jpg", b"photo two"), ("cy_1.jpg", b"bad photo")):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    path = str(tmp_path / "g.npz")
+    embedder = BytesEmbedder()
+    built, _ = gallery.update(embedder, str(root), path, progress=False)
+    stat = os.stat(root / "ada/1.jpg")
+    (root / "ada/1.jpg").write_bytes(b"photo 111")  # same size, and the same modification time below
+    os.utime(root / "ada/1.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    embedder.embedded.clear()
+    updated, report = gallery.update(embedder, str(root), path, progress=False)
+    assert embedder.embedded == [b"photo 111"] and (report.changed, report.kept, report.saved) == (1, 1, True)
+    assert not np.allclose(updated.embeddings[0], built.embeddings[0])
+    np.testing.assert_array_equal(updated.embeddings[1], built.embeddings[1])
+    # A photo moved to another person keeps its embedding: its bytes are the key, not its path.
+    os.rename(root / "bob", root / "cyd")
+    embedder.embedded.clear()
+    moved, report = gallery.update(embedder, str(root), path, progress=False)
+    assert embedder.embedded == [] and moved.names == ["ada", "cyd"] and report.saved
+    assert report.skipped == {"cy_1.jpg": "no face found"}
+    np.testing.assert_array_equal(moved.embeddings[1], built.embeddings[1])
+
+
+def damaged(arrays: dict, case: str, directory) -> str:
+    """A gallery file of ``arrays`` damaged as ``case`` says, or a file of another kind."""
+    path = str(directory / "damaged.npz")
+    if case == "npy_renamed":
+        np.save(directory / "a.npy", arrays["embeddings"])
+        os.replace(directory / "a.npy", path)
+        return path
+    if case == "teacher_file":
+        arrays = {"keys": np.array(["a/1.jpg"]), "embeddings": np.zeros((1, 2, 8), np.float32),
+                  "missing": np.array([], dtype=str)}
+    elif case == "lengths_differ":
+        arrays = {**arrays, "names": arrays["names"][:1]}
+    elif case == "other_dimension":
+        arrays = {**arrays, "embeddings": np.full((len(arrays["paths"]), 4), 0.5, np.float32)}
+    elif case == "nan_embeddings":
+        arrays = {**arrays, "embeddings": np.where(np.arange(8) == 0, np.nan, arrays["embeddings"]).astype(np.float32)}
+    elif case == "not_unit":
+        arrays = {**arrays, "embeddings": 2 * arrays["embeddings"]}
+    elif case == "older_format":
+        arrays = {**arrays, "format_version": np.array(1)}
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("case, words", [
+    ("npy_renamed", "a single numpy array (.npy), not a gallery file; delete it"),
+    ("teacher_file", "a teacher embeddings file (recipes/teacher_embeddings.py), not a gallery; set --gallery_path"),
+    ("lengths_differ", "arrays of different lengths (embeddings 2, names 1"),
+    ("other_dimension", "embeddings of 4 values where its weights give 8"),
+    ("nan_embeddings", "NaN or infinite embeddings"),
+    ("not_unit", "not unit vectors"),
+    ("older_format", "a gallery of format 1, this version reads 2; delete it"),
+])
+def test_damaged_or_foreign_gallery_files_are_refused_with_one_line(tmp_path, case, words):
+    root = tmp_path / "known"
+    for name in ("ada/1.jpg", "bob/1.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode())
+    good = str(tmp_path / "g.npz")
+    gallery.update(BytesEmbedder(), str(root), good, progress=False)
+    with np.load(good) as data:
+        path = damaged(dict(data), case, tmp_path)
+    embedder = BytesEmbedder()
+    with pytest.raises(gallery.GalleryError) as info:
+        gallery.update(embedder, str(root), path, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and words in message and "\n" not in message
+    assert embedder.embedded == [] and ("teacher" in case or message.endswith("delete it to build the gallery again"))
+
+
+def test_a_photo_of_several_people_is_reported_and_its_main_face_enrolled(model, embedder, tmp_path):
+    root = make_known(tmp_path, per_person=1)
+    group = os.path.join(root, "celeba_7202", "group.jpg")
+    group_photo(group, [STRANGER, face_files("celeba_7202")[1]])
+    built, report = gallery.update(embedder, root, str(tmp_path / "g.npz"), progress=False)
+    assert report.crowded == {os.path.join("celeba_7202", "group.jpg"): 2}
+    enrolled = built.embeddings[built.paths.index(os.path.join("celeba_7202", "group.jpg"))]
+    alone = embedder.embed([embedder.face(face_files("celeba_7202")[1])[0]])[0]
+    assert np.linalg.norm(enrolled - alone) < 0.4  # the main face, not the stranger beside it
+    again, report = gallery.update(embedder, root, str(tmp_path / "g.npz"), progress=False)
+    assert report.crowded == {os.path.join("celeba_7202", "group.jpg"): 2} and not report.saved

@@ -292,8 +292,9 @@ def test_dir_mode_writes_one_row_per_face(known):
 
 def fake_gallery(gallery_dir: str, path: str) -> None:
     """A gallery file of ``gallery_dir`` as if built with other weights."""
-    galleries.save(galleries.Gallery(os.path.realpath(gallery_dir), {"weights_sha256": "0" * 64}, ["a.jpg"], ["a"],
-                                     [1], [1], np.ones((1, 128), np.float32)), path)
+    unit = np.full((1, 128), 128 ** -0.5, np.float32)
+    galleries.save(galleries.Gallery(os.path.realpath(gallery_dir), {"weights_sha256": "0" * 64, "embedding_size": 128},
+                                     ["a.jpg"], ["a"], ["0" * 64], [1], unit), path)
 
 
 @pytest.mark.slow
@@ -309,7 +310,9 @@ def test_gallery_of_other_weights_exits_2_with_one_line(known, tmp_path):
 
 @pytest.mark.parametrize("case", ["empty_gallery", "faceless_gallery", "missing_gallery", "duplicate_names",
                                   "other_weights", "unreadable_gallery_file", "no_face_photo", "unreadable_photo",
-                                  "two_photos", "bad_mode", "missing_dir", "bad_stranger_rate", "bad_impostor_table"])
+                                  "two_photos", "bad_mode", "missing_dir", "bad_stranger_rate", "bad_impostor_table",
+                                  "teacher_file", "npy_gallery", "csv_under_proc", "figure_is_the_photo",
+                                  "figure_in_gallery"])
 def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, case):
     """In-process like test_each_bad_argument_exits_2; the subprocess test above covers one case for real."""
     gallery_dir, gallery_path, photo = known["root"], str(tmp_path / "g.npz"), str(known["photos"] / "group.jpg")
@@ -346,6 +349,18 @@ def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, c
         extra = ["--max_stranger_rate", "0"]
     elif case == "bad_impostor_table":
         extra = ["--model_path", shipped_copy(tmp_path, {"tails": [0.1], "distances": {"1": [0.2, 0.9]}})]
+    elif case == "teacher_file":
+        np.savez(gallery_path, keys=np.array(["a/1.jpg"]), embeddings=np.zeros((1, 2, 128), np.float32),
+                 missing=np.array([], dtype=str))
+    elif case == "npy_gallery":
+        with open(gallery_path, "wb") as handle:
+            np.save(handle, np.zeros((3, 128), np.float32))
+    elif case == "csv_under_proc":
+        mode, photo, extra = "dir", None, ["--dir_path", str(known["photos"]), "--csv_path", "/proc/x.csv"]
+    elif case == "figure_is_the_photo":
+        extra = ["--figure_path", photo]
+    elif case == "figure_in_gallery":
+        extra = ["--figure_path", os.path.join(gallery_dir, "result.png")]
     args = ["--mode", mode, "--gallery_dir", gallery_dir, "--gallery_path", gallery_path, "--cuda", "False", *extra]
     monkeypatch.setattr(sys, "argv", [PREDICT, *args, *([photo] if photo else [])])
     monkeypatch.chdir(ROOT)
@@ -359,8 +374,15 @@ def test_each_bad_identify_input_exits_2(known, tmp_path, monkeypatch, capsys, c
                 "no_face_photo": "wall.jpg: no face found", "unreadable_photo": "notes.jpg: not an image file",
                 "two_photos": "identify takes one photo", "bad_mode": "--mode must be one of verify, identify, dir",
                 "missing_dir": "no such folder of photos", "bad_stranger_rate": "--max_stranger_rate must be above 0",
-                "bad_impostor_table": "impostors row '1' must be"}
+                "bad_impostor_table": "impostors row '1' must be",
+                "teacher_file": "a teacher embeddings file (recipes/teacher_embeddings.py), not a gallery",
+                "npy_gallery": "a single numpy array (.npy), not a gallery file; delete it",
+                "csv_under_proc": "--csv_path /proc/x.csv: /proc cannot hold files",
+                "figure_is_the_photo": "is also an input of this run",
+                "figure_in_gallery": "is inside the folder of photos"}
     assert expected[case] in line
+    if case in ("csv_under_proc", "figure_is_the_photo", "figure_in_gallery"):  # refused before any work
+        assert not os.path.exists(gallery_path)
 
 
 def shipped_copy(directory, impostors: dict) -> str:
@@ -407,3 +429,30 @@ def test_identify_asks_for_photos_until_end_of_input(known, tmp_path, monkeypatc
     assert len(errors) == 3 and "notes.jpg" in errors[0] and "wall.jpg: no face found" in errors[2]
     assert out.count("Input image filename:") == 5 and out.count("  face ") == 3
     assert (tmp_path / "figure.png").is_file()
+
+
+def test_ctrl_c_in_dir_mode_leaves_the_csv_of_the_photos_done(known, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the third photo (the second readable one) is identified: exit 130 and a CSV of the two before."""
+    from utils import identify
+    calls = []
+    real = identify.identify_faces
+
+    def interrupted_on_the_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(identify, "identify_faces", interrupted_on_the_second)
+    table = tmp_path / "out.csv"
+    monkeypatch.setattr(sys, "argv", [PREDICT, "--mode", "dir", "--dir_path", str(known["photos"]), "--csv_path",
+                                      str(table), *identify_options(known)])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(PREDICT, run_name="__main__")
+    assert info.value.code == 130
+    assert f"interrupted: {table} holds the 2 of 3 photos done" in capsys.readouterr().err
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["file"], r["name"]) for r in rows] == [("group.jpg", "celeba_7201"), ("group.jpg", "unknown"),
+                                                      ("group.jpg", "celeba_7203"), ("notes.jpg", "unreadable")]

@@ -1,31 +1,36 @@
 """A gallery of known people for 1:N identification: build, incremental update, storage and exact search.
 
 The gallery folder holds one folder per person (``<person>/<image>``, as for training) and/or flat
-files named ``<name>_<n>.jpg``. Each photo's main face is found and cropped by MTCNN exactly as
-``predict.py --align True`` does (``Facenet.face``), embedded in batches, and stored in one ``.npz``
-with the file's size and modification time, so that an update re-embeds only new or changed files.
-The file also stores a fingerprint of the weights, input size and alignment: embeddings of other
-weights live in another space, and mixing them would silently give wrong names.
+files named ``<name>_<n>.jpg``. An ``Embedder`` (``ModelEmbedder`` wraps ``facenet.Facenet``) gives
+each photo's main face and embeds the faces in batches; the embeddings are stored in one ``.npz``
+with the sha256 of each file's bytes, so that an update re-embeds only new or changed contents (a
+photo replaced by another of the same size and date is changed). The file also stores the embedder's
+fingerprint (weights, input size, alignment): embeddings of other weights live in another space, and
+mixing them would silently give wrong names.
 
 Search is exact: one matrix product of the L2-normalised queries with every gallery embedding.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import os
 import re
 import zipfile
 from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from utils.alignment import Alignment
 from utils.checkpoint import file_sha256, write_bytes_atomic
 from utils.config import UserError
-from utils.image import ImageError, list_images
+from utils.image import ImageError, list_images, open_rgb
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # "best": a person's distance is that of their closest gallery image; "mean": the distance that
 # corresponds to the mean cosine similarity over their images. On LFW sets 8-10 with 2, 3 or 5 gallery
 # images per person "mean" identified more people, closed and open set (README), so it is the default.
@@ -33,6 +38,9 @@ RULES = ("best", "mean")
 DEFAULT_RULE = "mean"
 # Queries x gallery similarities computed at once; bounds the search's memory to about 128 MiB.
 SEARCH_BLOCK = 1 << 25
+# Stored embeddings are unit vectors; a norm farther from 1 than this means the file was damaged.
+NORM_TOLERANCE = 1e-3
+REBUILD = "delete it to build the gallery again"
 
 
 class GalleryError(UserError, ValueError):
@@ -86,14 +94,57 @@ class PersonSearch:
         return people, distances
 
 
+class Embedder(Protocol):
+    """What a gallery needs of a model: the main face of a photo, embeddings of faces, and a fingerprint
+    (a JSON-able dict) that changes whenever the embeddings would."""
+
+    fingerprint: dict
+
+    def face(self, path: str) -> tuple[Any, int]:
+        """The main face of the photo at ``path`` ready for ``embed``, and how many faces the photo shows.
+        Raises ImageError when the file cannot be read or shows no face."""
+
+    def embed(self, faces: Sequence[Any]) -> np.ndarray:
+        """L2-normalised embeddings (N, D) float32 of faces given by ``face``."""
+
+
+def fingerprint(weights: str, backbone: str, input_shape: Sequence[int], letterbox_image: bool, flip: bool,
+                alignment: Alignment, embedding_size: int) -> dict:
+    """What gallery embeddings depend on: the weights' content, the network input, the alignment (every
+    field of the weights' ``Alignment``) and the embedding size, as it reads back from JSON."""
+    return json.loads(json.dumps({
+        "weights_sha256": file_sha256(weights), "backbone": backbone, "input_shape": [int(v) for v in input_shape],
+        "letterbox_image": bool(letterbox_image), "flip": bool(flip), "alignment": dataclasses.asdict(alignment),
+        "embedding_size": int(embedding_size)}))
+
+
+class ModelEmbedder:
+    """A ``facenet.Facenet`` as a gallery Embedder: the face MTCNN finds as the main one, aligned as the
+    weights' JSON says (with ``align=True``; see ``Facenet.choose``), embedded by ``Facenet.embed``."""
+
+    def __init__(self, model: Any) -> None:
+        if model.detector is None:
+            raise ValueError("a gallery needs a Facenet that aligns photos: align=True")
+        self.model = model
+        self.fingerprint = fingerprint(model.weights, model.backbone, model.input_shape, model.letterbox_image,
+                                       model.flip, model.alignment, model.embedding_size)
+
+    def face(self, path: str) -> tuple[Any, int]:
+        rgb = open_rgb(path)
+        found = self.model.detector.detect(rgb)
+        return self.model.choose(rgb, found, path), len(found.boxes)
+
+    def embed(self, faces: Sequence[Any]) -> np.ndarray:
+        return self.model.embed(faces)
+
+
 @dataclass
 class Source:
-    """One gallery image file: path relative to the gallery folder, the person, and its stat."""
+    """One gallery image file: path relative to the gallery folder, the person, the sha256 of its bytes."""
 
     path: str
     name: str
-    size: int
-    mtime: int
+    sha256: str
 
 
 @dataclass
@@ -104,10 +155,10 @@ class Gallery:
     fingerprint: dict
     paths: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    mtimes: list[int] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)  # sha256 of each file's bytes
+    faces: list[int] = field(default_factory=list)  # faces found in each photo; the main one is enrolled
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
-    skipped: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> size, mtime, reason
+    skipped: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> sha256, reason
 
     @property
     def people(self) -> list[str]:
@@ -133,6 +184,13 @@ def name_key(name: str) -> str:
     return name.casefold().replace(" ", "_")
 
 
+def content_hash(path: str) -> str:
+    """Hex sha256 of a file's bytes: the key of its embedding. Hashing a photo costs a small share of
+    detecting and embedding it, so every update reads every photo rather than trusting its size and date."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def scan(root: str) -> list[Source]:
     """The gallery's image files, sorted: a top-level folder is a person, a top-level file is named by
     ``flat_name``. Hidden names and other files are left out. Raises GalleryError for duplicate names."""
@@ -142,12 +200,11 @@ def scan(root: str) -> list[Source]:
     found = []
     for path in list_images(root):
         top = path.split(os.sep)[0]
-        name = flat_name(path) if top == path else top
         try:
-            stat = os.stat(os.path.join(root, path))
+            digest = content_hash(os.path.join(root, path))
         except OSError as err:
             raise GalleryError(f"{os.path.join(root, path)}: cannot be read ({err.strerror})") from None
-        found.append(Source(path, name, stat.st_size, stat.st_mtime_ns))
+        found.append(Source(path, flat_name(path) if top == path else top, digest))
     spellings: dict[str, dict[str, str]] = {}
     for source in found:
         spellings.setdefault(name_key(source.name), {}).setdefault(source.name, source.path)
@@ -157,13 +214,6 @@ def scan(root: str) -> list[Source]:
             raise GalleryError(f"{os.path.join(root, path_a)} and {os.path.join(root, path_b)}: two people named "
                                f"{a!r} and {b!r}, which differ only in case or spaces; rename or merge them")
     return found
-
-
-def fingerprint(model) -> dict:
-    """What gallery embeddings depend on: the weights' content, the network input and the alignment."""
-    return {"weights_sha256": file_sha256(model.weights), "backbone": model.backbone,
-            "input_shape": [int(v) for v in model.input_shape], "letterbox_image": bool(model.letterbox_image),
-            "alignment": model.alignment.describe()}
 
 
 def save(gallery: Gallery, path: str) -> None:
@@ -176,34 +226,82 @@ def save(gallery: Gallery, path: str) -> None:
         "embeddings": np.asarray(gallery.embeddings, np.float32),
         "names": np.array(gallery.names, dtype=str),
         "paths": np.array(gallery.paths, dtype=str),
-        "sizes": np.array(gallery.sizes, np.int64),
-        "mtimes": np.array(gallery.mtimes, np.int64),
+        "hashes": np.array(gallery.hashes, dtype=str),
+        "faces": np.array(gallery.faces, np.int64),
         "skipped_paths": np.array([p for p, _ in skipped], dtype=str),
-        "skipped_sizes": np.array([s[0] for _, s in skipped], np.int64),
-        "skipped_mtimes": np.array([s[1] for _, s in skipped], np.int64),
-        "skipped_reasons": np.array([s[2] for _, s in skipped], dtype=str),
+        "skipped_hashes": np.array([s[0] for _, s in skipped], dtype=str),
+        "skipped_reasons": np.array([s[1] for _, s in skipped], dtype=str),
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def load(path: str, expected: dict | None = None) -> Gallery:
-    """Read a gallery written by ``save``; with ``expected``, refuse one of another fingerprint."""
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of the gallery file at ``path``; GalleryError saying what the file is when it is none."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if int(data["format_version"]) != FORMAT_VERSION:
-                raise ValueError("format version")
-            gallery = Gallery(
-                root=str(data["root"]), fingerprint=json.loads(str(data["fingerprint"])),
-                paths=data["paths"].tolist(), names=data["names"].tolist(), sizes=data["sizes"].tolist(),
-                mtimes=data["mtimes"].tolist(), embeddings=data["embeddings"].astype(np.float32),
-                skipped={p: (s, m, r) for p, s, m, r in zip(data["skipped_paths"].tolist(),
-                                                            data["skipped_sizes"].tolist(),
-                                                            data["skipped_mtimes"].tolist(),
-                                                            data["skipped_reasons"].tolist())})
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        raise GalleryError(f"{path}: not a readable gallery file; delete it to build the gallery again") from None
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise GalleryError(f"{path}: not a readable gallery file; {REBUILD}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise GalleryError(f"{path}: a single numpy array (.npy), not a gallery file; {REBUILD}")
+    with data:
+        names = set(data.files)
+        if {"keys", "embeddings"} <= names and "paths" not in names:
+            raise GalleryError(f"{path}: a teacher embeddings file (recipes/teacher_embeddings.py), not a gallery; "
+                               "set --gallery_path to another file, e.g. model_data/gallery.npz")
+        try:
+            arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            raise GalleryError(f"{path}: not a readable gallery file; {REBUILD}") from None
+    try:
+        version = int(arrays["format_version"]) if "format_version" in arrays else None
+    except (TypeError, ValueError):
+        version = None
+    if version != FORMAT_VERSION:
+        raise GalleryError(f"{path}: " + (f"a gallery of format {version}, this version reads {FORMAT_VERSION}"
+                                          if version else "not a gallery file") + f"; {REBUILD}")
+    return arrays
+
+
+def from_arrays(arrays: dict[str, np.ndarray]) -> Gallery:
+    """The Gallery the arrays of a gallery file hold, checked; ValueError saying what does not fit."""
+    missing = [k for k in ("fingerprint", "root", "embeddings", "names", "paths", "hashes", "faces", "skipped_paths",
+                           "skipped_hashes", "skipped_reasons") if k not in arrays]
+    if missing:
+        raise ValueError(f"no {missing[0]!r} array")
+    found = json.loads(str(arrays["fingerprint"]))
+    embeddings = arrays["embeddings"]
+    if not isinstance(found, dict) or embeddings.ndim != 2 or embeddings.dtype.kind != "f":
+        raise ValueError("damaged fingerprint or embeddings")
+    rows = {k: len(arrays[k]) for k in ("embeddings", "names", "paths", "hashes", "faces")}
+    skipped = {k: len(arrays[k]) for k in ("skipped_paths", "skipped_hashes", "skipped_reasons")}
+    if len(set(rows.values())) > 1 or len(set(skipped.values())) > 1:
+        raise ValueError("arrays of different lengths (" + ", ".join(f"{k} {n}" for k, n in {**rows, **skipped}.items())
+                         + ")")
+    if embeddings.shape[1] != found.get("embedding_size"):
+        raise ValueError(f"embeddings of {embeddings.shape[1]} values where its weights give "
+                         f"{found.get('embedding_size')}")
+    if not np.isfinite(embeddings).all():
+        raise ValueError("NaN or infinite embeddings")
+    if len(embeddings) and np.abs(np.linalg.norm(embeddings, axis=1) - 1).max() > NORM_TOLERANCE:
+        raise ValueError("embeddings that are not unit vectors")
+    return Gallery(root=str(arrays["root"]), fingerprint=found, paths=arrays["paths"].tolist(),
+                   names=arrays["names"].tolist(), hashes=arrays["hashes"].tolist(), faces=arrays["faces"].tolist(),
+                   embeddings=embeddings.astype(np.float32),
+                   skipped={p: (h, r) for p, h, r in zip(arrays["skipped_paths"].tolist(),
+                                                         arrays["skipped_hashes"].tolist(),
+                                                         arrays["skipped_reasons"].tolist())})
+
+
+def load(path: str, expected: dict | None = None) -> Gallery:
+    """Read a gallery written by ``save``; GalleryError for a file that is damaged or another kind of file,
+    and, with ``expected``, for one of another fingerprint."""
+    arrays = read_arrays(path)
+    try:
+        gallery = from_arrays(arrays)
+    except (TypeError, ValueError) as err:
+        raise GalleryError(f"{path}: not a usable gallery file ({err}); {REBUILD}") from None
     if expected is not None and gallery.fingerprint != expected:
         differ = [k for k in sorted(set(expected) | set(gallery.fingerprint))
                   if gallery.fingerprint.get(k) != expected.get(k)]
@@ -221,13 +319,15 @@ def load(path: str, expected: dict | None = None) -> Gallery:
 
 @dataclass
 class UpdateReport:
-    """What ``update`` did: counts of files, and the photos skipped (path -> reason)."""
+    """What ``update`` did: counts of files, the photos skipped (path -> reason), and those that show
+    several faces (path -> how many; their main face is enrolled)."""
 
     kept: int = 0
     added: int = 0
     changed: int = 0
     removed: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    crowded: dict[str, int] = field(default_factory=dict)
     saved: bool = False
     moved_from: str = ""  # the gallery file was built from this other folder, so it was rebuilt
 
@@ -238,38 +338,38 @@ def reason_of(error: ImageError, path: str) -> str:
     return text[len(path) + 2:] if text.startswith(path + ": ") else text
 
 
-def update(model, gallery_dir: str, gallery_path: str, batch_size: int = 32,
-           progress: bool = True) -> tuple[Gallery, UpdateReport]:
-    """Bring the gallery file at ``gallery_path`` in line with ``gallery_dir`` and return it.
-
-    ``model`` is a ``facenet.Facenet`` with ``align=True``. Unchanged files (same size and
-    modification time) keep their embedding or their skip reason; new and changed files are aligned
-    and embedded ``batch_size`` at a time; files no longer there are dropped. Photos without a usable
-    face are skipped and reported. Raises GalleryError for a folder, file or gallery that cannot be used.
-    """
-    expected = fingerprint(model)
-    sources = scan(gallery_dir)
-    root = os.path.realpath(gallery_dir)
-    old = load(gallery_path, expected) if os.path.exists(gallery_path) else Gallery(root, expected)
-    report = UpdateReport()
+def previous(gallery_path: str, root: str, expected: dict, report: UpdateReport) -> Gallery:
+    """The stored gallery to update: the file's, or an empty one when there is none or it was built from
+    another folder (noted in ``report``)."""
+    if not os.path.exists(gallery_path):
+        return Gallery(root, expected)
+    old = load(gallery_path, expected)
     if old.root != root:
         report.moved_from, old = old.root, Gallery(root, expected)
-    stored = {p: (s, m, i) for i, (p, s, m) in enumerate(zip(old.paths, old.sizes, old.mtimes))}
+    return old
+
+
+def count_changes(old: Gallery, sources: list[Source], report: UpdateReport) -> None:
+    """Fill the file counts of ``report``: kept (same path and content, enrolled), changed, added, removed."""
+    enrolled = dict(zip(old.paths, old.hashes))
+    before = {**enrolled, **{p: h for p, (h, _) in old.skipped.items()}}
     present = {s.path for s in sources}
-    report.removed = sum(1 for p in [*stored, *old.skipped] if p not in present)
-    rows: dict[str, np.ndarray] = {}
-    skipped: dict[str, tuple[int, int, str]] = {}
-    todo = []
     for source in sources:
-        if stored.get(source.path, (None, None))[:2] == (source.size, source.mtime):
-            rows[source.path] = old.embeddings[stored[source.path][2]]
-            report.kept += 1
-        elif old.skipped.get(source.path, (None, None))[:2] == (source.size, source.mtime):
-            skipped[source.path] = old.skipped[source.path]
+        if source.path not in before:
+            report.added += 1
+        elif before[source.path] != source.sha256:
+            report.changed += 1
         else:
-            todo.append(source)
-            report.changed += source.path in stored or source.path in old.skipped
-    report.added = len(todo) - report.changed
+            report.kept += source.path in enrolled
+    report.removed = sum(p not in present for p in before)
+
+
+def embed_new(embedder: Embedder, gallery_dir: str, todo: list[Source], batch_size: int,
+              progress: bool) -> tuple[dict[str, tuple[np.ndarray, int]], dict[str, str]]:
+    """Embed the contents in ``todo`` ``batch_size`` photos at a time: (sha256 -> (embedding, faces shown),
+    sha256 -> why the photo was skipped)."""
+    rows: dict[str, tuple[np.ndarray, int]] = {}
+    skipped: dict[str, str] = {}
     # disable=None: a progress bar on a terminal only, none in pipes and logs.
     with tqdm(total=len(todo), unit="img", desc="gallery", leave=False,
               disable=None if progress and todo else True) as bar:
@@ -278,26 +378,59 @@ def update(model, gallery_dir: str, gallery_path: str, batch_size: int = 32,
             for source in todo[start:start + batch_size]:
                 path = os.path.join(gallery_dir, source.path)
                 try:
-                    faces.append(model.face(path))
-                    done.append(source)
+                    face, count = embedder.face(path)
+                    faces.append(face)
+                    done.append((source, count))
                 except ImageError as err:  # the hint after ";" is for query photos, not gallery ones
-                    skipped[source.path] = (source.size, source.mtime, reason_of(err, path).split("; ")[0])
-            for source, embedding in zip(done, model.embed(faces)):
-                rows[source.path] = embedding
+                    skipped[source.sha256] = reason_of(err, path).split("; ")[0]
+            for (source, count), embedding in zip(done, embedder.embed(faces)):
+                rows[source.sha256] = (embedding, count)
             bar.update(len(todo[start:start + batch_size]))
-    report.skipped = {p: r for p, (_, _, r) in sorted(skipped.items())}
-    if not rows:
+    return rows, skipped
+
+
+def assemble(root: str, expected: dict, gallery_dir: str, sources: list[Source],
+             rows: dict[str, tuple[np.ndarray, int]], skipped: dict[str, str]) -> Gallery:
+    """The gallery of ``sources`` from the embeddings and skip reasons by content; GalleryError when empty."""
+    kept = sorted((s.name, s.path, s) for s in sources if s.sha256 in rows)
+    if not kept:
+        reasons = {s.path: skipped[s.sha256] for s in sources}
         raise GalleryError(f"{gallery_dir}: empty gallery: " + (
-            f"no usable face in its {len(sources)} image(s) (first: {next(iter(report.skipped))}: "
-            f"{next(iter(report.skipped.values()))})" if sources else
+            f"no usable face in its {len(sources)} image(s) (first: {next(iter(reasons))}: "
+            f"{next(iter(reasons.values()))})" if sources else
             "no images; put one folder per known person in it (<person>/<image>) or images named <name>_<n>.jpg"))
-    kept = sorted((s.name, s.path, s) for s in sources if s.path in rows)
-    gallery = Gallery(root=root, fingerprint=expected, paths=[s.path for _, _, s in kept],
-                      names=[s.name for _, _, s in kept], sizes=[s.size for _, _, s in kept],
-                      mtimes=[s.mtime for _, _, s in kept],
-                      embeddings=np.stack([rows[s.path] for _, _, s in kept]).astype(np.float32),
-                      skipped=skipped)
-    if todo or report.removed or report.moved_from or not os.path.exists(gallery_path):
+    return Gallery(root=root, fingerprint=expected, paths=[s.path for _, _, s in kept],
+                   names=[s.name for _, _, s in kept], hashes=[s.sha256 for _, _, s in kept],
+                   faces=[rows[s.sha256][1] for _, _, s in kept],
+                   embeddings=np.stack([rows[s.sha256][0] for _, _, s in kept]).astype(np.float32),
+                   skipped={s.path: (s.sha256, skipped[s.sha256]) for s in sources if s.sha256 not in rows})
+
+
+def update(embedder: Embedder, gallery_dir: str, gallery_path: str, batch_size: int = 32,
+           progress: bool = True) -> tuple[Gallery, UpdateReport]:
+    """Bring the gallery file at ``gallery_path`` in line with ``gallery_dir`` and return it.
+
+    A photo whose bytes are stored already (under any path) keeps its embedding or its skip reason; new
+    contents are embedded by ``embedder`` ``batch_size`` at a time; files no longer there are dropped.
+    Photos without a usable face are skipped and reported. Raises GalleryError for a folder, file or
+    gallery that cannot be used.
+    """
+    report = UpdateReport()
+    sources = scan(gallery_dir)
+    root = os.path.realpath(gallery_dir)
+    old = previous(gallery_path, root, embedder.fingerprint, report)
+    count_changes(old, sources, report)
+    rows = {h: (e, n) for h, e, n in zip(old.hashes, old.embeddings, old.faces)}
+    skipped = {h: r for h, r in old.skipped.values()}
+    todo = list({s.sha256: s for s in sources if s.sha256 not in rows and s.sha256 not in skipped}.values())
+    new_rows, new_skipped = embed_new(embedder, gallery_dir, todo, batch_size, progress)
+    gallery = assemble(root, embedder.fingerprint, gallery_dir, sources, {**rows, **new_rows},
+                       {**skipped, **new_skipped})
+    report.skipped = {p: r for p, (_, r) in sorted(gallery.skipped.items())}
+    report.crowded = {p: n for p, n in zip(gallery.paths, gallery.faces) if n > 1}
+    unchanged = (old.paths, old.names, old.hashes, old.skipped) == (gallery.paths, gallery.names, gallery.hashes,
+                                                                   gallery.skipped)
+    if not unchanged or report.moved_from or not os.path.exists(gallery_path):
         save(gallery, gallery_path)
         report.saved = True
     return gallery, report
