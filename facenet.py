@@ -197,6 +197,11 @@ class Facenet:
                             "figure_path": self.figure_path if self.figure else "(no figure)"})
 
     @property
+    def embedding_size(self) -> int:
+        """Length of one embedding (128 for the shipped weights)."""
+        return self.embedder.embedding_size
+
+    @property
     def weights(self) -> str:
         """The file the embeddings come from: the ONNX file when there is one, else the weights."""
         return self.onnx_path or self.model_path
@@ -267,7 +272,7 @@ class Facenet:
         images = list(images)
         chunks = [self._forward(self._inputs(images[i:i + EMBED_BATCH])[0])
                   for i in range(0, len(images), EMBED_BATCH)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedder.embedding_size), np.float32)
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_size), np.float32)
 
     def verdict(self, distance: float) -> str:
         """'same person' when ``distance`` is below the threshold, else 'different people'."""
