@@ -26,6 +26,15 @@ figure = True                                    # show the two faces side by si
 figure_path = "img/result.png"                   # where the figure goes when there is no display
 precision = "fp32"                               # fp32 | bf16 (bfloat16 autocast) | fp16 (CUDA only)
 onnx_path = ""                                   # an ONNX file from export.py: run it with onnxruntime instead
+video_path = "0"                                 # video: a video file, a camera index (0, 1, ...) or a stream URL
+video_save_path = ""                             # video: save the annotated video here (.mp4 or .avi); "": not saved
+video_fps = 0.0                                  # video: frame rate of the saved video; 0: the source's
+detect_interval = 1                              # video: detect and name faces every n-th frame, follow them between
+min_face_size = 40                               # video/fps: smallest face searched for, in pixels (smaller: slower)
+fps_image_path = "img/1_001.jpg"                 # fps: the photo whose detection, alignment and embedding are timed
+test_interval = 100                              # fps: how many calls are timed
+dir_origin_path = "img/"                         # dir_predict: the folder of images to draw boxes and names on
+dir_save_path = "img_out/"                       # dir_predict: where the drawn images go, under the same names
 #------------------------------------------------------------------
 import os
 import sys
@@ -76,6 +85,30 @@ def compare(model: Facenet, image_1, image_2) -> None:
 
 def main(paths: list[str]) -> None:
     """Verify the pair in ``paths`` (or pairs typed in), or hand the identify and dir modes to utils.identify."""
+    if mode in ("video", "fps", "dir_predict"):  # utils/video.py, with this model and the gallery's names
+        from functools import partial
+        from utils import identify, video
+        from utils.config import check_number
+        # --csv_path has a default for dir mode: video writes its CSV only when --csv_path is given.
+        video_csv = csv_path if any(a.split("=")[0] == "--csv_path" for a in sys.argv) else ""
+        if mode == "video":
+            video.check_video_settings(user_path(video_path), video_save_path, video_fps, video_csv, detect_interval)
+        model = Facenet(**{**facenet_kwargs(settings_of(globals())), "align": True, "figure": False}, verbose=True)
+        if mode != "dir_predict":
+            model.detector.min_face_size = check_number("min_face_size", min_face_size, 12)
+        if mode == "fps":
+            return video.run_fps(user_path(fps_image_path), model.face, model.embed, test_interval)
+        gallery = identify.open_gallery(model, gallery_dir, gallery_path)
+        identify.set_gallery_threshold(model, gallery, max_stranger_rate, threshold is not None)
+        recognise = partial(identify.identify_faces, model, gallery.search())
+        if mode == "dir_predict":
+            counts = video.run_dir(dir_origin_path, dir_save_path, recognise)
+            return print(f"{dir_save_path}: {counts['saved']} of {counts['images']} images drawn, "
+                         f"{counts['faces']} faces, {counts['skipped']} unreadable")
+        counts = video.run_video(user_path(video_path), recognise, video_save_path, video_fps, video_csv,
+                                 detect_interval)
+        return print(f"video: {counts['frames']} frames in {counts['seconds']:.1f} s ({counts['fps']:.1f} FPS), "
+                     f"{counts['faces']} faces" + "".join(f", {p} written" for p in (video_save_path,) if p))
     if figure:
         check_output_file("figure_path", figure_path, figure_extensions())
     if mode != "verify":
