@@ -38,7 +38,9 @@ FALLBACK_FPS = 25.0
 FPS_WINDOW = 30
 GREEN, RED, WHITE, BLACK = (0, 200, 0), (0, 0, 230), (255, 255, 255), (0, 0, 0)  # BGR
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one line says what went wrong
+# Our one line says what went wrong: OpenCV's and FFmpeg's own messages would add more.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
 
 
 class VideoError(UserError):
