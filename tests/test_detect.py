@@ -211,21 +211,3 @@ def test_large_photo_is_searched_scaled_down_and_boxes_mapped_back(tmp_path):
         check_face(scaled, 0)
     finally:
         torch.set_num_threads(threads)
-
-
-def test_plain_torch_nms_and_roi_align_match_torchvision():
-    """Bit for bit the same crops and the same boxes kept as torchvision's ops, on the fixture photos."""
-    tv = pytest.importorskip("torchvision.ops")
-    from utils.detect import nms, roi_align
-    generator = torch.Generator().manual_seed(0)
-    for name in FACES:
-        pixels = torch.from_numpy(np.asarray(photo(name), np.float32).copy()).permute(2, 0, 1)
-        corner = torch.rand(100, 2, generator=generator) * 300 - 25
-        boxes = torch.cat([corner, corner + torch.rand(100, 2, generator=generator) * 150 + 5], 1)
-        rois = torch.cat([torch.zeros(100, 1), boxes], 1)
-        for size in (24, 48):
-            assert torch.equal(roi_align(pixels, boxes, size), tv.roi_align(pixels[None], rois, (size, size),
-                                                                             aligned=True))
-        scores, levels = torch.rand(100, generator=generator), torch.randint(0, 4, (100,), generator=generator)
-        assert torch.equal(nms(boxes, scores, 0.5), tv.nms(boxes, scores, 0.5))
-        assert torch.equal(nms(boxes, scores, 0.5, levels), tv.batched_nms(boxes, scores, levels, 0.5))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.ops import batched_nms, nms, roi_align
 
 from nets.mtcnn import ONet, PNet, RNet
 from utils.checkpoint import write_bytes_atomic
@@ -120,86 +121,6 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return boxes + offsets * size
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, groups: torch.Tensor | None = None
-        ) -> torch.Tensor:
-    """Greedy NMS on intersection over union, as torchvision.ops.nms (and, with ``groups``, batched_nms:
-    boxes of different groups never suppress each other): the indices kept, by decreasing score.
-
-    Written with the same float32 operations in the same order as torchvision's CPU kernel, so the
-    boxes kept are the same, without importing torchvision (a second or more of every start).
-    """
-    order = scores.sort(descending=True, stable=True).indices
-    x1, y1, x2, y2 = boxes[order].float().cpu().numpy().T
-    group = None if groups is None else groups[order].cpu().numpy()
-    area = (x2 - x1) * (y2 - y1)
-    suppressed = np.zeros(len(order), bool)
-    keep = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        rest = slice(i + 1, None)
-        width = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        height = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = width * height
-        with np.errstate(divide="ignore", invalid="ignore"):
-            over = inter / (area[i] + area[rest] - inter) > threshold
-        if group is not None:
-            over &= group[rest] == group[i]
-        suppressed[rest] |= over
-    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
-
-
-def axis_samples(start: torch.Tensor, end: torch.Tensor, size: int, grid: int, limit: int):
-    """roi_align's bilinear samples along one axis for boxes from ``start`` to ``end`` (K,), ``grid``
-    samples per output pixel: (low index, high index, low weight, high weight, inside), each (K, size, grid)."""
-    bin_size = (end - start) / size
-    cell = torch.arange(size, dtype=start.dtype, device=start.device)[None, :, None]
-    step = (torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5)[None, None, :]
-    at = start[:, None, None] + cell * bin_size[:, None, None] + step * bin_size[:, None, None] / grid
-    inside = (at >= -1.0) & (at <= limit)
-    at = at.clamp(min=0)
-    low = at.long()
-    last = low >= limit - 1
-    low = torch.where(last, limit - 1, low)
-    at = torch.where(last, low.to(at.dtype), at)
-    fraction = at - low
-    return low, torch.where(last, low, low + 1), 1 - fraction, fraction, inside
-
-
-def roi_align(pixels: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """torchvision.ops.roi_align(pixels[None], boxes, (size, size), aligned=True) for (3, H, W) ``pixels``:
-    each box cut out and averaged down to size x size by bilinear samples, ceil(box side / size) per output
-    pixel and axis. The same float32 operations in the same order as torchvision's CPU kernel, so the
-    crops are bit for bit the same; boxes are handled in groups of one sample grid."""
-    channels, height, width = pixels.shape
-    out = pixels.new_zeros((len(boxes), channels, size, size))
-    flat = pixels.reshape(channels, height * width)
-    start, end = boxes[:, :2] - 0.5, boxes[:, 2:] - 0.5
-    grids = torch.ceil((end - start) / size).long().clamp(min=0)
-    for grid_w, grid_h in torch.unique(grids, dim=0).tolist():
-        rows = ((grids[:, 0] == grid_w) & (grids[:, 1] == grid_h)).nonzero()[:, 0]
-        if grid_w == 0 or grid_h == 0:
-            continue
-        y_low, y_high, hy, ly, y_in = axis_samples(start[rows, 1], end[rows, 1], size, grid_h, height)
-        x_low, x_high, hx, lx, x_in = axis_samples(start[rows, 0], end[rows, 0], size, grid_w, width)
-        # Samples ordered (grid_h, grid_w, K, size, size): the sums below run over the leading axes.
-        inside = (y_in.permute(2, 0, 1)[:, None, :, :, None] & x_in.permute(2, 0, 1)[None, :, :, None, :])
-        term = None
-        for a, b, y, x in ((hy, hx, y_low, x_low), (hy, lx, y_low, x_high), (ly, hx, y_high, x_low),
-                           (ly, lx, y_high, x_high)):
-            weight = a.permute(2, 0, 1)[:, None, :, :, None] * b.permute(2, 0, 1)[None, :, :, None, :] * inside
-            index = y.permute(2, 0, 1)[:, None, :, :, None] * width + x.permute(2, 0, 1)[None, :, :, None, :]
-            value = flat.index_select(1, index.reshape(-1)).view(channels, *index.shape)
-            term = weight * value if term is None else term + weight * value
-        term = term.reshape(channels, grid_h * grid_w, len(rows), size, size)
-        total = term[:, 0]
-        for sample in range(1, grid_h * grid_w):  # one after the other, as torchvision adds them
-            total = total + term[:, sample]
-        out[rows] = (total / float(grid_h * grid_w)).transpose(0, 1)
-    return out
-
-
 def nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Greedy NMS on intersection over the smaller area, which also removes boxes nested in others."""
     order = scores.argsort(descending=True)
@@ -290,7 +211,7 @@ class FaceDetector:
         boxes = torch.cat([corner, corner + PNET_CELL], 1) / scale
         scores = prob[0, cells[:, 0], cells[:, 1]]
         shifts = shift_map[0, :, cells[:, 0], cells[:, 1]].T
-        keep = nms(boxes, scores, 0.5, groups=level)
+        keep = batched_nms(boxes, scores, level, 0.5)
         keep = keep[nms(boxes[keep], scores[keep], 0.7)]
         return square(regress(boxes[keep], shifts[keep]))
 
@@ -316,7 +237,9 @@ class FaceDetector:
     @staticmethod
     def crops(pixels: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
         """Cut ``boxes`` out of the 0..255 image, resize to size x size (zeros outside), normalise."""
-        return (roi_align(pixels, boxes, size) - 127.5) * 0.0078125
+        rois = torch.cat([boxes.new_zeros((len(boxes), 1)), boxes], 1)
+        patches = roi_align(pixels[None], rois, (size, size), aligned=True)
+        return (patches - 127.5) * 0.0078125
 
 
 def main_face(detections: Detections, image_size: tuple[int, int]) -> int | None:
