@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import FIXTURES, ROOT
 from utils.config import UserError
-from utils.video import VideoError, check_video_output, draw, open_source, run_dir, run_fps, run_video
+from utils.video import VideoError, check_video_output, draw, run_dir, run_fps, run_video
 
 FACES = os.path.join(FIXTURES, "faces")
 SIZE = (640, 480)
