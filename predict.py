@@ -4,6 +4,10 @@
     python predict.py img/1_001.jpg img/1_002.jpg     # one pair; exit status 2 on a bad file
     python predict.py --mode identify --gallery_dir known PHOTO           # who is each face of PHOTO?
     python predict.py --mode dir --gallery_dir known --dir_path photos --csv_path out.csv
+    python predict.py --mode video --gallery_dir known --video_path clip.mp4 --video_save_path out.mp4
+    python predict.py --mode video --gallery_dir known --video_path 0 --detect_interval 3   # a camera
+    python predict.py --mode fps --fps_image_path img/1_001.jpg                    # seconds per photo
+    python predict.py --mode dir_predict --gallery_dir known --dir_origin_path img/ --dir_save_path img_out/
 
 Raw photos are detected and aligned like the training data; face crops are used as they are.
 """
@@ -14,6 +18,15 @@ gallery_path = "model_data/gallery.npz"          # identify/dir: their embedding
 dir_path = "photos"                              # dir: the folder of photos to identify
 csv_path = "identify.csv"                        # dir: one row per face (file, box, name, distance)
 max_stranger_rate = 0.01                         # identify/dir: share of strangers allowed a name; sets the threshold
+video_path = "0"                                 # video: a video file, a camera index (0, 1, ...) or a stream URL
+video_save_path = ""                             # video: save the annotated video here (.mp4 or .avi); "": not saved
+video_fps = 0.0                                  # video: frame rate of the saved video; 0: the source's
+detect_interval = 1                              # video: detect and name faces every n-th frame, follow them between
+min_face_size = 40                               # video/fps: smallest face searched for, in pixels (smaller: slower)
+fps_image_path = "img/1_001.jpg"                 # fps: the photo whose detection, alignment and embedding are timed
+test_interval = 100                              # fps: how many calls are timed
+dir_origin_path = "img/"                         # dir_predict: the folder of images to draw boxes and names on
+dir_save_path = "img_out/"                       # dir_predict: where the drawn images go, under the same names
 # The model's settings are facenet.py's (Facenet._defaults, described there), given here as --name value too:
 # model_path, backbone, input_shape, letterbox_image, cuda, threshold, align, flip, figure, figure_path,
 # precision, onnx_path. python predict.py -h lists them with their defaults.
@@ -31,19 +44,23 @@ from utils import gallery as galleries
 from utils import identify
 from utils.checkpoint import (CheckpointError, figure_extensions, read_weights_info, save_figure,
                               weights_info_path)
-from utils.config import (Choice, Number, OutputFile, Text, UserError, check_number, check_output_file, configure,
-                          print_settings, run_main, settings_of)
+from utils.config import (Choice, Int, Number, OutputFile, OutputFolder, Text, UserError, check_number,
+                          check_output_file, configure, given_names, print_settings, run_main, settings_of)
 from utils.image import ImageError, is_image_file, open_rgb
 
-MODES = ("verify", "identify", "dir")
+MODES = ("verify", "identify", "dir", "video", "fps", "dir_predict")
 
 # The model's settings, declared once in facenet.py, become settings of this script.
 globals().update({k: v for k, v in Facenet._defaults.items() if k != "verbose"})
 # What each setting accepts, checked by utils.config before any work and listed by --help.
 RULES = {
     "mode": Choice(*MODES), "gallery_dir": Text(),
-    "gallery_path": OutputFile(".npz", when=("mode", "identify", "dir")), "dir_path": Text(),
-    "csv_path": OutputFile(".csv", when=("mode", "dir")), "max_stranger_rate": Number(0, 0.5, above=True),
+    "gallery_path": OutputFile(".npz", when=("mode", "identify", "dir", "video", "dir_predict")),
+    "dir_path": Text(), "csv_path": OutputFile(".csv", when=("mode", "dir", "video")),
+    "max_stranger_rate": Number(0, 0.5, above=True),
+    "video_path": Text(), "video_save_path": Text(), "video_fps": Number(0, 1000), "detect_interval": Int(1),
+    "min_face_size": Number(12, 10000), "fps_image_path": Text(), "test_interval": Int(1),
+    "dir_origin_path": Text(), "dir_save_path": OutputFolder(when=("mode", "dir_predict")),
     **{k: rule for k, rule in Facenet._rules.items() if k != "verbose"},
     "figure_path": OutputFile(figure_extensions, when="figure"),
 }
@@ -110,6 +127,35 @@ def compare(model: Facenet, image_1, image_2) -> None:
     if model.figure:
         model.show(comparison, shown)
     print(f"Distance: {comparison.distance:.3f} -> {comparison.verdict} (threshold {model.threshold:.3f})")
+
+
+def run_video_modes(paths: list[str]) -> None:
+    """video, fps and dir_predict (utils/video.py), with this model and the gallery's names."""
+    from functools import partial
+    from utils import video
+    if paths:
+        raise UserError(f"--mode {mode} takes no image files; give --video_path, --fps_image_path or "
+                        "--dir_origin_path")
+    # --csv_path has a default for dir mode: video writes its CSV only when --csv_path is given.
+    video_csv = csv_path if "csv_path" in given_names(globals()) else ""
+    if mode == "video":
+        video.check_video_settings(user_path(video_path), video_save_path, video_fps, video_csv, detect_interval)
+    model = Facenet(**{**facenet_kwargs(settings_of(globals())), "align": True, "figure": False}, verbose=True)
+    if mode != "dir_predict":
+        model.detector.min_face_size = min_face_size
+    if mode == "fps":
+        return video.run_fps(user_path(fps_image_path), model.face, model.embed, test_interval)
+    gallery = open_gallery(model, gallery_dir, gallery_path)
+    set_gallery_threshold(model, gallery, max_stranger_rate, threshold is not None)
+    recognise = partial(identify.identify_faces, model, gallery.search())
+    if mode == "dir_predict":
+        counts = video.run_dir(dir_origin_path, dir_save_path, recognise)
+        return print(f"{dir_save_path}: {counts['saved']} of {counts['images']} images drawn, "
+                     f"{counts['faces']} faces, {counts['skipped']} unreadable")
+    counts = video.run_video(user_path(video_path), recognise, video_save_path, video_fps, video_csv,
+                             detect_interval)
+    print(f"video: {counts['frames']} frames in {counts['seconds']:.1f} s ({counts['fps']:.1f} FPS), "
+          f"{counts['faces']} faces" + "".join(f", {p} written" for p in (video_save_path,) if p))
 
 
 def run_verify(paths: list[str]) -> None:
@@ -273,6 +319,8 @@ def main(paths: list[str]) -> None:
         run_identify(paths)
     elif mode == "dir":
         run_dir(paths)
+    else:
+        run_video_modes(paths)
 
 
 if __name__ == "__main__":
