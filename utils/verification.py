@@ -11,6 +11,8 @@ import numpy as np
 from sklearn import metrics
 
 FAR_TARGET = 1e-3
+# 90% of the pair distances below this: collapsed embeddings (a working model's different pairs: 1.2-1.6)
+COLLAPSED_DISTANCE = 0.05
 
 
 def best_threshold(distances: np.ndarray, issame: np.ndarray) -> float:
@@ -85,7 +87,17 @@ def degenerate_warning(distances: np.ndarray, issame: np.ndarray) -> str | None:
     if np.ptp(distances) <= 1e-6 * max(1.0, top):
         return (f"all {n} distances are equal ({distances[0]:.6g}): the model gives every face the same "
                 "embedding (untrained or broken weights?); metrics not computed")
+    if collapsed(distances):
+        return (f"the embeddings have collapsed: 90% of the {n} pair distances are below "
+                f"{np.percentile(distances, 90):.2g}, where a trained model's different-person pairs lie near "
+                "1.2-1.6; the model maps every face to nearly one point (untrained, or a training run that "
+                "collapsed); metrics not computed")
     return None
+
+
+def collapsed(distances: np.ndarray) -> bool:
+    """True when nearly every pair distance of unit embeddings is tiny: all faces at nearly one point."""
+    return bool(np.percentile(distances, 90) < COLLAPSED_DISTANCE)
 
 
 def distance_stats(distances: np.ndarray, issame: np.ndarray) -> dict:
@@ -125,7 +137,7 @@ def evaluate(distances, issame, fold, far_target: float = FAR_TARGET) -> dict:
         result.update(accuracy_mean=nan, accuracy_std=nan, fold_accuracies=empty, threshold_mean=nan,
                       threshold_std=nan, thresholds=empty, val=nan, val_std=nan, far=nan,
                       val_thresholds=empty, auc=nan, eer=nan, roc_fpr=np.zeros(0), roc_tpr=np.zeros(0),
-                      warning=warning)
+                      warning=warning, collapsed=bool(np.isfinite(d).all()) and collapsed(d))
         return result
     if len(folds) == 1:
         warning = (f"only fold {folds[0]} given: its thresholds are chosen on the same pairs they are "
@@ -154,6 +166,6 @@ def evaluate(distances, issame, fold, far_target: float = FAR_TARGET) -> dict:
         val=float(np.nanmean(vals)), val_std=float(np.nanstd(vals)), far=float(np.nanmean(fars)),
         val_thresholds=np.array(val_thresholds),
         auc=float(metrics.auc(fpr, tpr)), eer=equal_error_rate(fpr, tpr),
-        roc_fpr=fpr, roc_tpr=tpr, warning=warning,
+        roc_fpr=fpr, roc_tpr=tpr, warning=warning, collapsed=False,
     )
     return result
