@@ -14,6 +14,7 @@ import torch
 from conftest import FIXTURES, ROOT
 from nets.facenet import Facenet
 from utils.binset import write_pairs_bin
+from utils.checkpoint import load_file
 from utils.lfw import PairsError, evaluate_lfw, load_pairs
 from utils.valsets import best_metric, expand, load_set, load_sets, read_pairs_list, set_name, table
 
@@ -31,7 +32,7 @@ def lfw_bin(path) -> str:
 @pytest.fixture(scope="module")
 def model():
     net = Facenet("mobilenet", mode="predict")
-    net.load_state_dict(torch.load(SHIPPED, weights_only=True), strict=False)
+    net.load_state_dict(load_file(str(SHIPPED), ""), strict=False)
     return net.eval()
 
 
