@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import FIXTURES
-from txt_annotation import annotate
+from utils.annotation import annotate
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
                               ValidationBatchSampler, check_trainable, collate, contiguous_ids, read_annotation,
                               repeated_lines, split_train_val, validation_triplets)

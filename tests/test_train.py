@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, ROOT
-from txt_annotation import annotate
+from utils.annotation import annotate
 from utils.checkpoint import load_file
 
 FACES = os.path.join(FIXTURES, "faces")

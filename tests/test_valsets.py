@@ -128,7 +128,7 @@ def test_eval_lfw_scores_bins_and_lists_one_row_each(tmp_path):
 @pytest.mark.slow
 def test_train_scores_each_set_every_epoch_and_picks_best_by_name(tmp_path, capsys):
     import train
-    from txt_annotation import annotate
+    from utils.annotation import annotate
     from utils.config import settings_of
     annotate(os.path.join(FIXTURES, "faces"), str(tmp_path / "cls_train.txt"), str(tmp_path / "names.txt"))
     lfw_bin(tmp_path / "lfw.bin")
