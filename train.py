@@ -5,7 +5,8 @@
         --val_sets faces_webface_112x112 --best_set lfw   # an insightface face pack and its .bin sets
     python train.py --Epoch 50 --batch_size 96   # any setting below as --name value
     python train.py --input_shape 112,112,3      # lists are given comma-separated
-    python train.py --resume logs/last_checkpoint.pth
+    python train.py --resume logs/last_checkpoint.pth   # the same run goes on: its schedule (--Epoch, the
+                                                        # learning rates) cannot change; --run_epochs N stops earlier
     torchrun --nproc_per_node=2 train.py --distributed True
 
 Writes to save_dir: ep%03d-loss%.3f-val_loss%.3f.pth every save_period epochs, best_epoch_weights.pth,

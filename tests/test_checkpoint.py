@@ -222,7 +222,12 @@ def test_an_interrupted_or_full_write_keeps_the_previous_file_and_raises_its_cau
     before = open(path, "rb").read()
     real = os.fdopen
     monkeypatch.setattr(checkpoint.os, "fdopen", lambda fd, mode: FailingWrites(real(fd, mode), error))
-    with pytest.raises(type(error)):  # not torch's RuntimeError: Ctrl-C exits 130, a full disk is one line
+    with pytest.raises(type(error)) as raised:  # not torch's RuntimeError: Ctrl-C exits 130, a full disk one line
         save_atomic({"a": torch.ones(100_000)}, path)
+    assert isinstance(error, KeyboardInterrupt) or raised.value.filename == path
+    from utils.config import run_main
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda: save_atomic({"a": torch.ones(100_000)}, path))
+    assert stop.value.code == (130 if isinstance(error, KeyboardInterrupt) else 2)
     monkeypatch.undo()
     assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["last_checkpoint.pth"]

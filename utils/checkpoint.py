@@ -201,7 +201,10 @@ def atomic_stream(path: str) -> Iterator[BinaryIO]:
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise root_cause(err) from None
+        cause = root_cause(err)
+        if isinstance(cause, OSError) and cause.filename is None:  # name the file in the one-line error
+            cause = OSError(cause.errno, cause.strerror, path)
+        raise cause from None
     with contextlib.suppress(OSError):  # the rename itself reaches the disk (not every system can sync a folder)
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
