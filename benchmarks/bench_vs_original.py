@@ -266,14 +266,15 @@ def ours_train(spec_json: str, result_path: str) -> None:
     import torch
 
     import train
+    from utils.trainer import normalise, setup
     from utils.training import train_one_epoch
 
     spec = json.loads(spec_json)
-    cfg = train.normalise({**train.settings_of(vars(train)), "input_shape": spec["input_shape"],
-                           "batch_size": spec["batch_size"], "precision": spec["precision"],
-                           "annotation_path": spec["annotation_path"], "model_path": spec["model_path"],
-                           "lfw_eval_flag": False})
-    run = train.setup(cfg, None)
+    cfg = normalise({**train.settings_of(vars(train)), "input_shape": spec["input_shape"],
+                     "batch_size": spec["batch_size"], "precision": spec["precision"],
+                     "annotation_path": spec["annotation_path"], "model_path": spec["model_path"],
+                     "lfw_eval_flag": False})
+    run = setup(cfg, None)
     run.batches.set_epoch(0)
     batches = StampedBatches(run.loader, spec["warmup"] + spec["train_steps"])
     train_one_epoch(run.model_train, batches, run.optimizer, run.criterion, run.device, run.precision,

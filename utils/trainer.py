@@ -38,8 +38,7 @@ CHECKPOINT = "last_checkpoint.pth"
 RESUME_OVERRIDABLE = ("Cuda", "Init_Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
                       "annotation_path", "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path",
                       "lfw_folds", "compile", "resume", "val_sets", "best_set", "bin_folds")
-SCHEDULE_SETTINGS = ("Epoch", "lr_decay_type", "Init_lr", "Min_lr", "warmup_ratio", "tail_ratio", "batch_size",
-                     "optimizer_type")
+SCHEDULE_SETTINGS = ("Epoch", "lr_decay_type", "Init_lr", "Min_lr", "warmup_ratio", "tail_ratio")
 COLLAPSE_HINT = ("the model collapsed in training: too few steps for the triplet loss to separate the people "
                  "(it sits at the margin), or a learning rate that does not fit the set; train more epochs, or "
                  "on a small set use --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk "
