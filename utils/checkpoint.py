@@ -81,9 +81,11 @@ def load_file(path: str, fix: str) -> object:
             raise CheckpointError(f"{path}: holds a whole pickled model (torch.save(model)), which is not loaded "
                                   "because unpickling it could run code; where you trust the file, load it and save "
                                   "its weights: torch.save(model.state_dict(), 'weights.pth')") from None
-        what = f" ({names[0]})" if names else ""
-        raise CheckpointError(f"{path}: holds pickled Python objects{what}, not only tensors, and is not loaded "
-                              "because unpickling them could run code; save plain tensors (a state_dict)") from None
+        if names:
+            raise CheckpointError(f"{path}: holds pickled Python objects ({names[0]}), not only tensors, and is not "
+                                  "loaded because unpickling them could run code; save plain tensors (a state_dict)"
+                                  ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a .pth file") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, AttributeError):

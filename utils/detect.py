@@ -60,9 +60,8 @@ def load_net(net: torch.nn.Module, path: str) -> torch.nn.Module:
     if not os.path.isfile(path):
         raise DetectorError(f"{path}: MTCNN weights not found; put pnet.pt, rnet.pt and onet.pt "
                             f"(shipped in the repository's model_data/) in that folder")
-    state = load_file(path, "copy pnet.pt, rnet.pt and onet.pt from the repository's model_data/ again")
     try:
-        net.load_state_dict(state)
+        net.load_state_dict(load_file(path, "copy it from the repository's model_data/ again"))
     except Exception as err:  # any unpickling or key/shape mismatch means the same to the user
         raise DetectorError(f"{path}: not {type(net).__name__} weights ({type(err).__name__})") from None
     return net.eval()

@@ -12,7 +12,7 @@ from sklearn import metrics
 
 FAR_TARGET = 1e-3
 # 90% of the pair distances below this: collapsed embeddings (a working model's different pairs: 1.2-1.6)
-COLLAPSED_DISTANCE = 0.05
+COLLAPSED_DISTANCE = 0.01
 
 
 def best_threshold(distances: np.ndarray, issame: np.ndarray) -> float:
@@ -90,8 +90,8 @@ def degenerate_warning(distances: np.ndarray, issame: np.ndarray) -> str | None:
     if collapsed(distances):
         return (f"the embeddings have collapsed: 90% of the {n} pair distances are below "
                 f"{np.percentile(distances, 90):.2g}, where a trained model's different-person pairs lie near "
-                "1.2-1.6; the model maps every face to nearly one point (untrained, or a training run that "
-                "collapsed); metrics not computed")
+                "1.2-1.6; the model maps every face to nearly one point (untrained weights, a training run that "
+                "collapsed, or images far from the size the weights were trained at); metrics not computed")
     return None
 
 
