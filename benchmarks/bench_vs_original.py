@@ -240,7 +240,7 @@ def original_train(spec_json: str, result_path: str) -> None:
     size, steps = spec["batch_size"], spec["warmup"] + spec["train_steps"]
     num_classes = get_num_classes(spec["annotation_path"])
     model = Facenet(backbone="mobilenet", num_classes=num_classes, pretrained=False)
-    own, saved = model.state_dict(), torch.load(spec["model_path"], map_location="cpu")
+    own, saved = model.state_dict(), torch.load(spec["model_path"], map_location="cpu", weights_only=True)
     model.load_state_dict({**own, **{k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}})
     # Its train.py's Init_lr 1e-3 scaled by batch_size / 64 and clamped to [3e-4, 1e-3] for Adam. Neither side
     # applies its epoch schedule here: the learning rate does not change what a step costs.
@@ -266,14 +266,15 @@ def ours_train(spec_json: str, result_path: str) -> None:
     import torch
 
     import train
+    from utils.trainer import normalise, setup
     from utils.training import train_one_epoch
 
     spec = json.loads(spec_json)
-    cfg = train.normalise({**train.settings_of(vars(train)), "input_shape": spec["input_shape"],
-                           "batch_size": spec["batch_size"], "precision": spec["precision"],
-                           "annotation_path": spec["annotation_path"], "model_path": spec["model_path"],
-                           "lfw_eval_flag": False})
-    run = train.setup(cfg, None)
+    cfg = normalise({**train.settings_of(vars(train)), "input_shape": spec["input_shape"],
+                     "batch_size": spec["batch_size"], "precision": spec["precision"],
+                     "annotation_path": spec["annotation_path"], "model_path": spec["model_path"],
+                     "lfw_eval_flag": False})
+    run = setup(cfg, None)
     run.batches.set_epoch(0)
     batches = StampedBatches(run.loader, spec["warmup"] + spec["train_steps"])
     train_one_epoch(run.model_train, batches, run.optimizer, run.criterion, run.device, run.precision,

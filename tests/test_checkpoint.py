@@ -183,3 +183,51 @@ def test_nan_weights_are_refused(tmp_path, trained):
     torch.save(state, tmp_path / "nan.pth")
     with pytest.raises(CheckpointError, match="NaN or infinite values .*Bottleneck.weight"):
         load_weights(FacenetNet("mobilenet"), str(tmp_path / "nan.pth"), verbose=False)
+
+
+def test_a_whole_pickled_model_is_named_with_how_to_save_a_state_dict(tmp_path):
+    path = str(tmp_path / "whole.pth")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path)
+    with pytest.raises(CheckpointError, match=r"holds a whole pickled model .*torch.save\(model.state_dict\(\)"):
+        load_weights(FacenetNet("mobilenet"), path, verbose=False)
+
+
+class FailingWrites:
+    """A file handle whose writes fail with ``error`` after the first one, as Ctrl-C or a full disk would."""
+
+    def __init__(self, handle, error):
+        self.handle, self.error, self.writes = handle, error, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes > 1:
+            raise self.error
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_an_interrupted_or_full_write_keeps_the_previous_file_and_raises_its_cause(tmp_path, monkeypatch, error):
+    import utils.checkpoint as checkpoint
+    path = str(tmp_path / "last_checkpoint.pth")
+    save_atomic({"a": torch.zeros(4)}, path)
+    before = open(path, "rb").read()
+    real = os.fdopen
+    monkeypatch.setattr(checkpoint.os, "fdopen", lambda fd, mode: FailingWrites(real(fd, mode), error))
+    with pytest.raises(type(error)) as raised:  # not torch's RuntimeError: Ctrl-C exits 130, a full disk one line
+        save_atomic({"a": torch.ones(100_000)}, path)
+    assert isinstance(error, KeyboardInterrupt) or raised.value.filename == path
+    from utils.config import run_main
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda: save_atomic({"a": torch.ones(100_000)}, path))
+    assert stop.value.code == (130 if isinstance(error, KeyboardInterrupt) else 2)
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["last_checkpoint.pth"]

@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import FIXTURES
-from txt_annotation import annotate
+from utils.annotation import annotate
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
-                              ValidationBatchSampler, check_trainable, collate, read_annotation,
-                              split_train_val, validation_triplets)
+                              ValidationBatchSampler, check_trainable, collate, contiguous_ids, read_annotation,
+                              repeated_lines, split_train_val, validation_triplets)
 from utils.image import open_rgb, preprocess
 from utils.training import to_input
 
@@ -179,3 +179,36 @@ def test_unreadable_image_is_replaced_and_reported_once(tmp_path, capsys):
         assert image.shape == (32, 32, 3) and label == annotation.labels[bad]
     assert capsys.readouterr().out.count("warning:") == 1
 
+
+
+def test_an_annotation_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "cls_train.txt"
+    path.write_bytes("0;caf\u00e9.jpg\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=f"{path}: not UTF-8 text"):
+        read_annotation(str(path))
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "cls_train.txt"
+    path.write_bytes(b"\xef\xbb\xbf0;a.jpg\n1;b.jpg\n")
+    assert read_annotation(str(path)).labels.tolist() == [0, 1]
+
+
+def test_repeated_lines_and_an_image_under_two_ids_are_warned_with_count_and_example(tmp_path):
+    path = tmp_path / "cls_train.txt"
+    path.write_text("0;a.jpg\n0;b.jpg\n0;a.jpg\n0;b.jpg\n1;c.jpg\n2;c.jpg\n")
+    warnings = repeated_lines(read_annotation(str(path)), str(path))
+    assert len(warnings) == 2
+    assert "2 lines repeat an earlier line (e.g. " in warnings[0] and "a.jpg" in warnings[0]
+    assert "1 images are listed under two or more ids" in warnings[1] and "under 1, 2" in warnings[1]
+    path.write_text("0;a.jpg\n1;b.jpg\n")
+    assert repeated_lines(read_annotation(str(path)), str(path)) == []
+
+
+def test_ids_with_gaps_are_numbered_contiguously_with_a_note(tmp_path):
+    path = tmp_path / "cls_train.txt"
+    path.write_text("".join(f"{i * 200_000};{i}.jpg\n" for i in range(11)))
+    annotation, note = contiguous_ids(read_annotation(str(path)), str(path))
+    assert annotation.num_classes == 11 and annotation.labels.tolist() == list(range(11))
+    assert "largest 2000000" in note
+    assert contiguous_ids(annotation, str(path))[1] is None

@@ -7,13 +7,14 @@ import torch.nn.functional as F
 
 from conftest import ROOT, SHARED, requires_shared
 from nets.mtcnn import MaxPool, ONet, PNet, RNet
+from utils.checkpoint import load_file
 
 NETS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
 
 
 @pytest.mark.parametrize("name", NETS)
 def test_shipped_weights_load_strictly(name):
-    state = torch.load(os.path.join(ROOT, "model_data", f"{name}.pt"), weights_only=True)
+    state = load_file(os.path.join(ROOT, "model_data", f"{name}.pt"), "")
     net = NETS[name]()
     net.load_state_dict(state)  # strict: every name and shape must match
     assert list(net.state_dict()) == list(state)
@@ -22,8 +23,8 @@ def test_shipped_weights_load_strictly(name):
 @requires_shared
 @pytest.mark.parametrize("name", NETS)
 def test_shipped_weights_are_the_shared_ones(name):
-    shipped = torch.load(os.path.join(ROOT, "model_data", f"{name}.pt"), weights_only=True)
-    shared = torch.load(os.path.join(SHARED, "weights", "mtcnn", f"{name}.pt"), weights_only=True)
+    shipped = load_file(os.path.join(ROOT, "model_data", f"{name}.pt"), "")
+    shared = load_file(os.path.join(SHARED, "weights", "mtcnn", f"{name}.pt"), "")
     assert shipped.keys() == shared.keys()
     assert all(torch.equal(shipped[k], shared[k]) for k in shared)
 

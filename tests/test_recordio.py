@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from txt_annotation import annotate
+from utils.annotation import annotate
 from utils.dataloader import read_annotation
 from utils.image import open_rgb
 from utils.recordio import (MAGIC, MAGIC_BYTES, RecordDataset, RecordFile, RecordIOError, encode_record,

@@ -10,6 +10,7 @@ from conftest import ROOT
 from facenet import Facenet as FacenetModel
 from nets.facenet import FacenetNet
 from utils import runtime
+from utils.checkpoint import load_file
 from utils.lfw import embed_paths
 from utils.runtime import (CPU_SLICE, Embedder, SettingError, check_precision, default_workers, network_threads,
                            resolve_workers, training_precision)
@@ -97,7 +98,7 @@ def test_predict_and_lfw_evaluation_give_the_same_embeddings(weights, flip, prec
     model = FacenetModel(model_path=weights, cuda=False, align=False, input_shape=[64, 64, 3], flip=flip,
                          precision=precision)
     net = FacenetNet("mobilenet")
-    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.load_state_dict(load_file(str(weights), ""))
     from_lfw = embed_paths(net, SAMPLES, [64, 64, 3], True, batch_size=2, device="cpu", flip=flip, progress=False,
                            precision=precision)
     np.testing.assert_allclose(model.embed(SAMPLES), from_lfw, atol=1e-6)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import FIXTURES, ROOT
-from txt_annotation import annotate
+from utils.annotation import annotate
+from utils.checkpoint import load_file
 
 FACES = os.path.join(FIXTURES, "faces")
 SMALL = ["--input_shape", "64,64,3", "--batch_size", "6", "--num_workers", "0", "--val_split", "0.2"]
@@ -67,7 +68,7 @@ def test_one_epoch_writes_every_output(data, tmp_path):
     assert 0.0 <= float(row["lfw_accuracy"]) <= 1.0 or "LFW: all 8 distances are equal" in result.stdout
     assert (run_dir / "history.png").stat().st_size > 1000
     assert "Settings:" in result.stdout and "LFW accuracy" in result.stdout
-    weights = torch.load(logs / "best_epoch_weights.pth", weights_only=True)
+    weights = load_file(str(logs / "best_epoch_weights.pth"), "")
     assert "classifier.weight" in weights and "backbone.model.stage1.0.0.weight" in weights
     from nets.facenet import FacenetNet
     from utils.checkpoint import load_weights
@@ -113,7 +114,7 @@ def test_distillation_with_margin_softmax_and_free_images_trains(data, tmp_path)
     with open(run_dir / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert all(0 < float(r["distill_loss"]) <= 2 for r in rows)  # random teacher: far from the student
-    weights = torch.load(tmp_path / "logs" / "last_epoch_weights.pth", weights_only=True)
+    weights = load_file(str(tmp_path / "logs" / "last_epoch_weights.pth"), "")
     assert "classifier.weight" in weights and "classifier.bias" in weights  # the original key layout
 
 
@@ -136,21 +137,27 @@ def config(**overrides):
     return cfg
 
 
+def train_run(cfg, given=None):
+    """A run of utils.trainer as train.py starts it (without train.py's settings check)."""
+    from utils.trainer import prepare, run
+    run(*prepare(cfg, given))
+
+
 def test_resume_ends_with_the_same_weights(data, tmp_path, monkeypatch):
-    import train
     monkeypatch.chdir(data)
     whole, part = tmp_path / "whole", tmp_path / "part"
-    train.train(config(Epoch=3, save_dir=str(whole)))
-    train.train(config(Epoch=3, run_epochs=1, save_dir=str(part)))
+    train_run(config(Epoch=3, save_dir=str(whole)))
+    train_run(config(Epoch=3, run_epochs=1, save_dir=str(part)))
     assert [f[:5] for f in os.listdir(part) if f.startswith("ep") and f.endswith(".pth")] == ["ep001"]
-    train.train(config(Epoch=3, save_dir=str(part), resume=str(part / "last_checkpoint.pth")))
-    a = torch.load(whole / "last_epoch_weights.pth", weights_only=True)
-    b = torch.load(part / "last_epoch_weights.pth", weights_only=True)
+    assert load_file(str(part / "last_checkpoint.pth"), "")["schedule"]["epochs"] == 3
+    train_run(config(Epoch=3, save_dir=str(part), resume=str(part / "last_checkpoint.pth")))
+    a = load_file(str(whole / "last_epoch_weights.pth"), "")
+    b = load_file(str(part / "last_epoch_weights.pth"), "")
     for key in a:
         assert torch.equal(a[key], b[key]), key  # bitwise: same steps, same dropout masks
     assert sorted(f for f in os.listdir(whole) if f.startswith("ep")) == \
         sorted(f for f in os.listdir(part) if f.startswith("ep"))
-    history = torch.load(part / "last_checkpoint.pth", weights_only=True)["history"]
+    history = load_file(str(part / "last_checkpoint.pth"), "")["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
 
 
@@ -163,13 +170,14 @@ def test_resume_from_the_command_line_restores_the_runs_settings(data, tmp_path)
     # only --resume (and the SMALL settings, equal to the run's): everything else comes from the checkpoint
     result = run(data, "--resume", checkpoint, "--run_epochs", "1")
     assert "Resuming" in result.stdout and "Epoch 2/3: loss" in result.stdout
-    settings = torch.load(checkpoint, weights_only=True)["settings"]
+    settings = load_file(checkpoint, "")["settings"]
     assert settings["optimizer_type"] == "sgd" and settings["seed"] == 5 and settings["save_dir"] == str(logs)
     refused = run(data, "--resume", checkpoint, "--optimizer_type", "adam", check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "--optimizer_type cannot change when resuming (the run used 'sgd')" in refused.stderr
-    done = run(data, "--resume", checkpoint, "--Epoch", "2", check=False)
-    assert done.returncode == 2 and "has done 2 epochs already" in done.stderr
+    longer = run(data, "--resume", checkpoint, "--Epoch", "5", check=False)
+    assert longer.returncode == 2 and "--Epoch cannot change when resuming: the run's learning-rate schedule was " \
+        "laid out for Epoch 3" in longer.stderr and longer.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -215,12 +223,11 @@ def test_missing_lfw_is_reported_before_training_by_the_script(data, tmp_path):
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
-    import train
     logs = tmp_path / "logs"
     monkeypatch.chdir(data)
-    train.train(config(Epoch=3, run_epochs=1, save_dir=str(logs)))
+    train_run(config(Epoch=3, run_epochs=1, save_dir=str(logs)))
     good = {f: digest(logs / f) for f in ("last_checkpoint.pth", "last_epoch_weights.pth")}
-    poisoned = torch.load(logs / "last_checkpoint.pth", weights_only=True)
+    poisoned = load_file(str(logs / "last_checkpoint.pth"), "")
     for state in poisoned["optimizer"]["state"].values():
         state["exp_avg"].fill_(float("nan"))
     torch.save(poisoned, tmp_path / "poisoned.pth")
@@ -242,4 +249,95 @@ def test_two_process_gloo_ddp_run(data, tmp_path):
     assert result.stdout.count("Settings:") == 1  # only rank 0 prints
     assert "on 2 process(es)" in result.stdout and "LFW accuracy" in result.stdout
     assert os.path.isfile(tmp_path / "last_checkpoint.pth")
-    assert len(torch.load(tmp_path / "last_checkpoint.pth", weights_only=True)["rng"]) == 2
+    assert len(load_file(str(tmp_path / "last_checkpoint.pth"), "")["rng"]) == 2
+
+
+def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(data, tmp_path, monkeypatch, capsys):
+    import utils.trainer as trainer
+    monkeypatch.chdir(data)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "last_checkpoint.pth").write_bytes(b"an older run's")  # never offered as this run's
+    monkeypatch.setattr(trainer, "train_one_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config(Epoch=2, save_dir=str(logs)))
+    err = capsys.readouterr().err
+    assert "nothing was saved yet" in err and "--resume" not in err
+
+
+def test_ctrl_c_while_the_checkpoint_is_written_exits_130_and_keeps_the_previous(data, tmp_path, monkeypatch, capsys):
+    import utils.checkpoint as checkpoint
+    from utils.config import run_main
+    monkeypatch.chdir(data)
+    logs = tmp_path / "logs"
+    cfg = config(Epoch=3, run_epochs=1, save_dir=str(logs))
+    train_run(cfg)
+    previous = logs / "last_checkpoint.pth"
+    before = digest(previous)
+    real = checkpoint.torch.save
+
+    def interrupted(obj, handle):
+        if "optimizer" in obj:  # the resume checkpoint: Ctrl-C half-way through its bytes
+            real(obj, handle)
+            handle.truncate(handle.tell() // 2)
+            raise KeyboardInterrupt
+        real(obj, handle)
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda: train_run(dict(cfg, resume=str(previous), run_epochs=0)))
+    assert stop.value.code == 130 and digest(previous) == before
+    assert f"continue with --resume {previous}" in capsys.readouterr().err
+    assert not [f for f in os.listdir(logs) if f.startswith(".tmp-")]
+
+
+def test_a_resume_that_would_change_the_schedule_is_refused(data, tmp_path, monkeypatch):
+    from utils.training import TrainingError
+    from utils.trainer import prepare
+    monkeypatch.chdir(data)
+    logs = tmp_path / "logs"
+    train_run(config(Epoch=3, run_epochs=1, save_dir=str(logs)))
+    resume = str(logs / "last_checkpoint.pth")
+    for name, value in (("Epoch", 5), ("warmup_ratio", 0.5), ("Init_lr", 0.01)):
+        with pytest.raises(TrainingError, match=f"--{name} cannot change when resuming: the run's learning-rate"):
+            prepare(config(**{"Epoch": 3, "save_dir": str(logs), "resume": resume, name: value}), {"resume", name})
+    assert prepare(config(Epoch=3, resume=resume, run_epochs=1), {"resume", "run_epochs"})[0]["Epoch"] == 3
+
+
+def test_a_collapsed_model_is_named_and_writes_no_threshold(data, tmp_path, monkeypatch, capsys):
+    import utils.trainer as trainer
+    monkeypatch.chdir(data)
+    build = trainer.build_model
+
+    def collapsed(*args, **kwargs):  # every face at nearly one point: a tiny spread around a fixed embedding
+        model = build(*args, **kwargs)
+        with torch.no_grad():
+            model.last_bn.weight.fill_(1e-3)
+            model.last_bn.bias.fill_(1.0)
+        model.last_bn.requires_grad_(False)
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", collapsed)
+    logs = tmp_path / "logs"
+    train_run(config(Epoch=1, save_dir=str(logs), lfw_eval_flag=True, lfw_dir_path=str(data / "lfw"),
+                     lfw_pairs_path=str(data / "pairs.txt")))
+    out = capsys.readouterr().out
+    assert "warning: the model collapsed in training" in out and "--sampler pk" in out
+    from utils.checkpoint import read_weights_info
+    info = read_weights_info(str(logs / "last_epoch_weights.pth"))
+    assert "threshold" not in info and "lfw_accuracy" not in info
+    import numpy as np
+    from utils.verification import degenerate_warning  # nearly one point, not exactly: named as collapsed too
+    spread = 1e-5 + np.arange(8) * 1e-6
+    assert degenerate_warning(spread, np.arange(8) % 2 == 0).startswith("the embeddings have collapsed")
+    assert degenerate_warning(spread * 1e5, np.arange(8) % 2 == 0) is None
+
+
+def test_annotation_ids_with_gaps_train_as_contiguous_classes(data, tmp_path, monkeypatch):
+    from utils.trainer import build_data
+    lines = (data / "cls_train.txt").read_text().splitlines()
+    sparse = tmp_path / "sparse.txt"
+    sparse.write_text("".join(f"{int(l.split(';')[0]) * 200_000};{l.split(';', 1)[1]}\n" for l in lines))
+    built = build_data(config(annotation_path=str(sparse)))
+    assert built.annotation.num_classes == len({l.split(";")[0] for l in lines})
+    assert any("largest" in n for n in built.notes)

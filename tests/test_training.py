@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from utils.checkpoint import load_file
 from utils.distill import similarity_loss
 from utils.training import (Criterion, History, Precision, TrainingError, fit_lr, lr_scheduler, make_optimizer,
                             margin_logits, mined_triplet_loss, pairwise_distances, rng_state, set_rng_state, triplet_loss)
@@ -187,10 +188,19 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     torch.save(rng_state(), tmp_path / "rng.pth")
     first = (random.random(), np.random.rand(), torch.rand(1).item())
-    set_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True))
+    set_rng_state(load_file(str(tmp_path / "rng.pth"), ""))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
 def test_named_precisions():
     assert Precision.named("fp32") == Precision()
     assert Precision.named("bf16").dtype == torch.bfloat16 and Precision.named("bf16").scaler is None
+
+
+def test_the_schedule_state_names_what_another_length_would_change():
+    from dataclasses import asdict
+    saved = asdict(lr_scheduler("cos", 0.1, 1e-3, 22, no_aug_iter_ratio=0.05))
+    assert saved["warmup"] == pytest.approx(2.2) and saved["epochs"] == 22
+    assert lr_scheduler("cos", 0.1, 1e-3, 22, no_aug_iter_ratio=0.05).differences(saved) == []
+    changed = lr_scheduler("cos", 0.1, 1e-3, 24, no_aug_iter_ratio=0.05).differences(saved)
+    assert changed[0] == "epochs 22 -> 24" and any(c.startswith("warmup 2.2") for c in changed)

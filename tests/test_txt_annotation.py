@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import FIXTURES, ROOT
-from txt_annotation import annotate
+from utils.annotation import annotate
 from utils.dataloader import AnnotationError, read_annotation
 
 FACES = os.path.join(FIXTURES, "faces")

@@ -14,6 +14,7 @@ import torch
 from conftest import FIXTURES, ROOT
 from nets.facenet import FacenetNet
 from utils.binset import write_pairs_bin
+from utils.checkpoint import load_file
 from utils.lfw import PairsError, evaluate_lfw, load_pairs
 from utils.valsets import best_metric, expand, load_set, load_sets, read_pairs_list, set_name, table
 
@@ -31,7 +32,7 @@ def lfw_bin(path) -> str:
 @pytest.fixture(scope="module")
 def model():
     net = FacenetNet("mobilenet")
-    net.load_state_dict(torch.load(SHIPPED, weights_only=True), strict=False)
+    net.load_state_dict(load_file(str(SHIPPED), ""), strict=False)
     return net.eval()
 
 
@@ -127,7 +128,7 @@ def test_eval_lfw_scores_bins_and_lists_one_row_each(tmp_path):
 @pytest.mark.slow
 def test_train_scores_each_set_every_epoch_and_picks_best_by_name(tmp_path, capsys):
     import train
-    from txt_annotation import annotate
+    from utils.annotation import annotate
     from utils.config import settings_of
     annotate(os.path.join(FIXTURES, "faces"), str(tmp_path / "cls_train.txt"), str(tmp_path / "names.txt"))
     lfw_bin(tmp_path / "lfw.bin")

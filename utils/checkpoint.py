@@ -71,16 +71,42 @@ def guess_backbone(state_dict: dict) -> str:
     return "unknown"
 
 
+def load_file(path: str, fix: str) -> object:
+    """The one ``torch.load`` of the project: tensors and plain containers only (``weights_only``), so no
+    pickle from a user's file runs code; a file that cannot be read is a CheckpointError saying what it
+    holds, with ``fix`` (what to do) for a damaged file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        names = unsafe_globals(path)
+        if any(n.startswith("torch.nn.modules.") for n in names):
+            raise CheckpointError(f"{path}: holds a whole pickled model (torch.save(model)), which is not loaded "
+                                  "because unpickling it could run code; where you trust the file, load it and save "
+                                  "its weights: torch.save(model.state_dict(), 'weights.pth')") from None
+        if names:
+            raise CheckpointError(f"{path}: holds pickled Python objects ({names[0]}), not only tensors, and is not "
+                                  "loaded because unpickling them could run code; save plain tensors (a state_dict)"
+                                  ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a .pth file") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, AttributeError):
+        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
+
+
+def unsafe_globals(path: str) -> list[str]:
+    """The Python objects a .pth file's pickle names beyond tensors, read without unpickling."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # an old-format or damaged file: nothing more to say about it
+        return []
+
+
 def read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Read ``path`` and return (state_dict in our naming, notes about what was converted)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such weights file; put the .pth file there or set --model_path")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
-            UnicodeDecodeError, ValueError, AttributeError):
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, or not a .pth file); "
-                              "download or copy the weights again") from None
+    obj = load_file(path, "download or copy the weights again")
     if isinstance(obj, dict):
         for key in WRAPPER_KEYS:
             if isinstance(obj.get(key), dict):
@@ -157,49 +183,60 @@ def load_weights(model: nn.Module, path: str, purpose: str = "predict", verbose:
     return report
 
 
-def save_atomic(obj: object, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; weights are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write a file (JSON, PNG, logs) through a temporary file and a rename."""
-    with atomic_stream(path, sync=False) as handle:
-        handle.write(data)
-
-
 @contextlib.contextmanager
-def atomic_stream(path: str, sync: bool = True) -> Iterator[BinaryIO]:
-    """A binary file written under a temporary name beside ``path`` and renamed onto it once complete
-    (flushed to disk first with ``sync``), for files too large to hold in memory."""
+def atomic_stream(path: str) -> Iterator[BinaryIO]:
+    """The one writer of the project: a binary file written under a temporary name beside ``path``,
+    flushed to disk and renamed onto it once complete, so a crash, Ctrl-C or a full disk leaves the
+    previous file intact and never half a file.
+
+    torch.save reports a failed write (Ctrl-C, disk full) as a RuntimeError of its own; the cause is
+    raised instead, so that Ctrl-C still exits 130 and a full disk is one line (utils.config.run_main).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; weights are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise
+        cause = root_cause(err)
+        if isinstance(cause, OSError) and cause.filename is None:  # name the file in the one-line error
+            cause = OSError(cause.errno, cause.strerror, path)
+        raise cause from None
+    with contextlib.suppress(OSError):  # the rename itself reaches the disk (not every system can sync a folder)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The Ctrl-C or the OSError behind ``err`` when a library wrapped it in its own error, else ``err``."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, (KeyboardInterrupt, OSError)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return err
+
+
+def save_atomic(obj: object, path: str) -> None:
+    """``torch.save`` through ``atomic_stream``."""
+    with atomic_stream(path) as handle:
+        torch.save(obj, handle)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write a file (JSON, PNG, logs) through ``atomic_stream``."""
+    with atomic_stream(path) as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,19 +46,58 @@ def read_annotation(path: str) -> Annotation:
                               "or set --annotation_path")
     base = os.path.dirname(os.path.abspath(path))
     paths, labels = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            label, sep, image = line.partition(";")
-            if not sep or not image or not label.strip().isdigit():
-                raise AnnotationError(f"{path}:{number}: expected '<id>;<image path>', got {line[:80]!r}")
-            labels.append(int(label))
-            paths.append(image if os.path.isabs(image) else os.path.join(base, image))
+    try:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark at the start is skipped
+            lines = handle.read().splitlines()
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {err.start}); write it as UTF-8, e.g. with "
+                              "`python txt_annotation.py`") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        label, sep, image = line.partition(";")
+        if not sep or not image or not label.strip().isdigit():
+            raise AnnotationError(f"{path}:{number}: expected '<id>;<image path>', got {line[:80]!r}")
+        labels.append(int(label))
+        paths.append(image if os.path.isabs(image) else os.path.join(base, image))
     if not paths:
         raise AnnotationError(f"{path}: holds no images; run `python txt_annotation.py` on a non-empty datasets folder")
     return Annotation(paths, np.asarray(labels, dtype=np.int64))
+
+
+def repeated_lines(annotation: Annotation, path: str) -> list[str]:
+    """Warnings for lines listed twice (they land in both the training and the validation split) and for
+    images listed under two ids (a contradiction the classifier cannot learn), each with a count and an example."""
+    seen: dict[str, set[int]] = {}
+    twice = 0
+    example = ""
+    for image, label in zip(annotation.paths, annotation.labels.tolist()):
+        ids = seen.setdefault(image, set())
+        if label in ids:
+            twice += 1
+            example = example or image
+        ids.add(label)
+    warnings = []
+    if twice:
+        warnings.append(f"warning: {path}: {twice} lines repeat an earlier line (e.g. {example}); validation "
+                        "images may also be training images: run `python txt_annotation.py` again")
+    conflicts = [(image, ids) for image, ids in seen.items() if len(ids) > 1]
+    if conflicts:
+        image, ids = conflicts[0]
+        warnings.append(f"warning: {path}: {len(conflicts)} images are listed under two or more ids (e.g. {image} "
+                        f"under {', '.join(map(str, sorted(ids)))}); give each image one person")
+    return warnings
+
+
+def contiguous_ids(annotation: Annotation, path: str) -> tuple[Annotation, str | None]:
+    """``annotation`` with its person ids renumbered 0..n-1 in sorted order when they have gaps (the
+    classifier has one row per id up to the largest), with a note saying so; else as it is."""
+    ids, labels = np.unique(annotation.labels, return_inverse=True)
+    if ids[-1] + 1 == len(ids):
+        return annotation, None
+    note = (f"note: {path}: the {len(ids)} person ids are not 0..{len(ids) - 1} (largest {int(ids[-1])}); "
+            f"numbered 0..{len(ids) - 1} in sorted order for the classifier")
+    return replace(annotation, labels=labels.astype(np.int64)), note
 
 
 class PersonIndex:

@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms, nms, roi_align
 
 from nets.mtcnn import ONet, PNet, RNet
 from utils.alignment import DEFAULT
-from utils.checkpoint import write_bytes_atomic
+from utils.checkpoint import load_file, write_bytes_atomic
 from utils.config import UserError
 from utils.image import open_rgb
 
@@ -62,7 +62,7 @@ def load_net(net: torch.nn.Module, path: str) -> torch.nn.Module:
         raise DetectorError(f"{path}: MTCNN weights not found; put pnet.pt, rnet.pt and onet.pt "
                             f"(shipped in the repository's model_data/) in that folder")
     try:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.load_state_dict(load_file(path, "copy it from the repository's model_data/ again"))
     except Exception as err:  # any unpickling or key/shape mismatch means the same to the user
         raise DetectorError(f"{path}: not {type(net).__name__} weights ({type(err).__name__})") from None
     return net.eval()

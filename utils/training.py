@@ -14,9 +14,8 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
-from functools import partial
-from typing import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -171,37 +170,59 @@ def fit_lr(batch_size: int, init_lr: float, min_lr: float, optimizer_type: str) 
     return init_fit, min_fit
 
 
-def warm_cos_lr(lr: float, min_lr: float, total: int, warmup: float, warmup_start: float, tail: float,
-                it: int) -> float:
-    if it <= warmup:
-        return (lr - warmup_start) * (it / float(warmup)) ** 2 + warmup_start
-    if it >= total - tail:
-        return min_lr
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * (it - warmup) / (total - warmup - tail)))
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of every epoch of a run, laid out once from its length ``epochs``.
 
+    Saved in the resume checkpoint (``asdict``): a resumed run must follow the same schedule, since
+    the warm-up and the tail are fractions of ``epochs`` and another length changes every later rate.
+    """
 
-def step_lr(lr: float, decay_rate: float, step_size: float, it: int) -> float:
-    return lr * decay_rate ** (it // step_size)
+    kind: str                   # cos | step
+    lr: float
+    min_lr: float
+    epochs: int
+    warmup: float = 0.0         # cos: epochs of quadratic warm-up from warmup_start
+    warmup_start: float = 0.0
+    tail: float = 0.0           # cos: last epochs at min_lr
+    step_size: float = 0.0      # step: epochs per step
+    decay: float = 1.0          # step: factor per step
+
+    def __call__(self, epoch: int) -> float:
+        if self.kind == "step":
+            return self.lr * self.decay ** (epoch // self.step_size)
+        if epoch <= self.warmup:
+            return (self.lr - self.warmup_start) * (epoch / float(self.warmup)) ** 2 + self.warmup_start
+        if epoch >= self.epochs - self.tail:
+            return self.min_lr
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (
+            1.0 + math.cos(math.pi * (epoch - self.warmup) / (self.epochs - self.warmup - self.tail)))
+
+    def differences(self, saved: dict) -> list[str]:
+        """'name saved -> now' for each entry that differs from a saved ``asdict`` of a schedule."""
+        return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in asdict(self).items()
+                if not (saved.get(k) == v or isinstance(v, float) and isinstance(saved.get(k), float)
+                        and math.isclose(saved[k], v, rel_tol=1e-12))]
 
 
 def lr_scheduler(lr_decay_type: str, lr: float, min_lr: float, total_iters: int,
                  warmup_iters_ratio: float = 0.1, warmup_lr_ratio: float = 0.1,
-                 no_aug_iter_ratio: float = 0.3, step_num: int = 10) -> Callable[[int], float]:
-    """Learning rate as a function of the epoch, as the original's ``get_lr_scheduler`` (same defaults).
+                 no_aug_iter_ratio: float = 0.3, step_num: int = 10) -> Schedule:
+    """The schedule of the original's ``get_lr_scheduler`` (same defaults).
 
     "cos": quadratic warm-up over min(max(0.1 * total, 1), 3) epochs from 0.1 * lr, cosine decay, then
     min_lr for the last min(max(0.3 * total, 1), 15) epochs. "step": ten equal steps from lr to min_lr.
     """
     if lr_decay_type == "cos":
-        warmup = min(max(warmup_iters_ratio * total_iters, 1), 3)
-        warmup_start = max(warmup_lr_ratio * lr, 1e-6)
-        tail = min(max(no_aug_iter_ratio * total_iters, 1), 15)
-        return partial(warm_cos_lr, lr, min_lr, total_iters, warmup, warmup_start, tail)
+        return Schedule("cos", lr, min_lr, total_iters, warmup=min(max(warmup_iters_ratio * total_iters, 1), 3),
+                        warmup_start=max(warmup_lr_ratio * lr, 1e-6),
+                        tail=min(max(no_aug_iter_ratio * total_iters, 1), 15))
     if lr_decay_type == "step":
         step_size = total_iters / step_num
         if step_size < 1:
             raise TrainingError(f"lr_decay_type 'step' needs Epoch >= {step_num}; use --lr_decay_type cos")
-        return partial(step_lr, lr, (min_lr / lr) ** (1 / (step_num - 1)), step_size)
+        return Schedule("step", lr, min_lr, total_iters, step_size=step_size,
+                        decay=(min_lr / lr) ** (1 / (step_num - 1)))
     raise TrainingError(f"lr_decay_type must be 'cos' or 'step', not {lr_decay_type!r}")
 
 
