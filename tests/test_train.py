@@ -327,10 +327,10 @@ def test_a_collapsed_model_is_named_and_writes_no_threshold(data, tmp_path, monk
     info = read_weights_info(str(logs / "last_epoch_weights.pth"))
     assert "threshold" not in info and "lfw_accuracy" not in info
     import numpy as np
-    from utils.verification import degenerate_warning  # nearly one point, not exactly: named as collapsed too
+    from utils.verification import collapse_warning  # nearly one point, not exactly: named as collapsed too
     spread = 1e-5 + np.arange(8) * 1e-6
-    assert degenerate_warning(spread, np.arange(8) % 2 == 0).startswith("the embeddings have collapsed")
-    assert degenerate_warning(spread * 1e5, np.arange(8) % 2 == 0) is None
+    assert collapse_warning(spread, np.arange(8) % 2 == 0).startswith("the embeddings have collapsed")
+    assert collapse_warning(spread * 1e5, np.arange(8) % 2 == 0) is None
 
 
 def test_annotation_ids_with_gaps_train_as_contiguous_classes(data, tmp_path, monkeypatch):

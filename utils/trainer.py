@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from nets.facenet import Facenet
+from nets.facenet import FacenetNet
 from utils.checkpoint import load_file, load_weights, save_atomic, write_weights_info
 from utils.config import print_settings
 from utils.dataloader import (Annotation, PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
@@ -172,10 +172,10 @@ def build_data(cfg: dict) -> Data:
                 training_alignment(annotation, cfg["alignment"]), teacher, notes)
 
 
-def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> Facenet:
+def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> FacenetNet:
     """The network, from the checkpoint, the given weights, the pretrained backbone or scratch."""
-    model = Facenet(cfg["backbone"], num_classes=num_classes, mode="train",
-                    cosine_classifier=cfg["classifier_loss"] != "softmax")
+    model = FacenetNet(cfg["backbone"], num_classes=num_classes,
+                       cosine_classifier=cfg["classifier_loss"] != "softmax")
     if checkpoint is not None:
         if checkpoint["num_classes"] != num_classes:
             raise TrainingError(f"{cfg['resume']}: was trained on {checkpoint['num_classes']} classes but "
@@ -192,8 +192,8 @@ def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: b
     return model
 
 
-def wrap_model(cfg: dict, model: Facenet, device: torch.device, world: int, local_rank: int,
-               log) -> tuple[Facenet, torch.nn.Module]:
+def wrap_model(cfg: dict, model: FacenetNet, device: torch.device, world: int, local_rank: int,
+               log) -> tuple[FacenetNet, torch.nn.Module]:
     """(the module whose weights are saved, the one that is stepped: SyncBN / DDP / compiled)."""
     model.to(device, memory_format=torch.channels_last if device.type == "cpu" else torch.preserve_format)
     model_train = model
@@ -218,7 +218,7 @@ def build_schedule(cfg: dict, log=print) -> Schedule:
                         warmup_iters_ratio=cfg["warmup_ratio"], no_aug_iter_ratio=cfg["tail_ratio"])
 
 
-def build_optimizer(cfg: dict, model: Facenet, schedule: Schedule) -> torch.optim.Optimizer:
+def build_optimizer(cfg: dict, model: FacenetNet, schedule: Schedule) -> torch.optim.Optimizer:
     return make_optimizer(model.parameters(), cfg["optimizer_type"], schedule.lr, cfg["momentum"],
                           cfg["weight_decay"])
 
@@ -256,7 +256,7 @@ class Session:
     device: torch.device
     workers: int                    # data-loading processes (num_workers resolved)
     data: Data
-    model: Facenet                  # the module whose weights are saved
+    model: FacenetNet                # the module whose weights are saved
     model_train: torch.nn.Module    # the one that is stepped (DDP / SyncBN wrapper or the model)
     schedule: Schedule
     optimizer: torch.optim.Optimizer

@@ -235,7 +235,7 @@ def run_video(source: str, recognise: Recognise, save_path: str = "", video_fps:
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if is_file else 0
         output = VideoOutput(save_path, out_fps) if save_path else None
         shown = Window(str(source)) if (has_display() if window is None else window) else None
-        with (atomic_stream(csv_path, sync=False) if csv_path else contextlib.nullcontext()) as handle:
+        with (atomic_stream(csv_path) if csv_path else contextlib.nullcontext()) as handle:
             text = io.TextIOWrapper(handle, encoding="utf-8", newline="") if handle else None
             rows = csv.writer(text) if text else None
             if rows:
