@@ -79,6 +79,11 @@ def test_teacher_file_errors_are_one_line(tmp_path):
         teacher_for(str(broken), images, annotation, 128)
     with pytest.raises(TeacherError, match="no such teacher file"):
         teacher_for(str(tmp_path / "none.npz"), images, annotation, 128)
+    renamed = tmp_path / "renamed.npz"  # a .npy array under an .npz name
+    with open(renamed, "wb") as handle:
+        np.save(handle, np.ones((5, 2, 128), np.float32))
+    with pytest.raises(TeacherError, match="holds one array, not a teacher file"):
+        teacher_for(str(renamed), images, annotation, 128)
     flat = write(tmp_path, keys, np.ones((5, 128)))
     with pytest.raises(TeacherError, match=r"expected \(5, 2, D\)"):
         teacher_for(flat, images, annotation, 128)

@@ -110,7 +110,7 @@ def test_an_onnx_path_that_names_an_input_or_cannot_hold_a_file_is_refused(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target, words", [(None, "absent.pth"), ("weights", "would overwrite"),
+@pytest.mark.parametrize("target, words", [(None, "absent.pth"), ("weights", "must end in one of .onnx"),
                                            ("folder", "is a folder"), ("/proc/x.onnx", "cannot hold files")])
 def test_export_script_refuses_bad_paths_in_one_line(tmp_path, target, words):
     weights = make_weights(tmp_path)

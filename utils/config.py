@@ -136,33 +136,10 @@ def range_text(low: float | None, high: float | None, above: bool = False, below
     return " and ".join(parts)
 
 
-class Int(Rule):
-    """A whole number in [low, high] (either bound may be None)."""
-
-    def __init__(self, low: int | None = None, high: int | None = None, **common) -> None:
-        super().__init__(**common)
-        self.low, self.high = low, high
-
-    def describe(self) -> str:
-        limits = range_text(self.low, self.high) if (self.low, self.high) != (None, None) else ""
-        return f"a whole number {limits}".strip()
-
-    def parse(self, text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(self.type_error(text)) from None
-
-    def problem(self, value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return self.type_error(value)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            return f"must be {range_text(self.low, self.high)}, not {value}"
-        return None
-
-
 class Number(Rule):
     """A finite number between low and high; ``above`` / ``below`` leave the bound itself out."""
+
+    kind: type = float  # what command-line text is read as
 
     def __init__(self, low: float | None = None, high: float | None = None, *, above: bool = False,
                  below: bool = False, **common) -> None:
@@ -177,7 +154,7 @@ class Number(Rule):
 
     def parse(self, text: str) -> float:
         try:
-            return float(text)
+            return self.kind(text)
         except ValueError:
             raise ValueError(self.type_error(text)) from None
 
@@ -189,6 +166,23 @@ class Number(Rule):
                 (high is not None and (value >= high if self.below else value > high)):
             return f"must be {self.limits()}, not {value}"
         return None
+
+
+class Int(Number):
+    """A whole number in [low, high] (either bound may be None)."""
+
+    kind = int
+
+    def __init__(self, low: int | None = None, high: int | None = None, **common) -> None:
+        super().__init__(low, high, **common)
+
+    def describe(self) -> str:
+        return f"a whole number {self.limits()}".strip()
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return self.type_error(value)
+        return super().problem(value)
 
 
 class Text(Rule):

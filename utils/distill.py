@@ -49,11 +49,16 @@ def read_teacher(path: str) -> tuple[list[str], np.ndarray, list[str]]:
     if not os.path.isfile(path):
         raise TeacherError(f"{path}: no such teacher file; {fix}, or train without it: --teacher_path ''")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            keys, embeddings = data["keys"].tolist(), data["embeddings"]
-            missing = data["missing"].tolist() if "missing" in data.files else []
+        data = np.load(path, allow_pickle=False)
+        single = not isinstance(data, np.lib.npyio.NpzFile)  # one .npy array under an .npz name
+        if not single:
+            with data:
+                keys, embeddings = data["keys"].tolist(), data["embeddings"]
+                missing = data["missing"].tolist() if "missing" in data.files else []
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise TeacherError(f"{path}: not a readable teacher file ({type(err).__name__}); {fix}") from None
+    if single:
+        raise TeacherError(f"{path}: holds one array, not a teacher file (keys, embeddings, missing); {fix}")
     if embeddings.ndim != 3 or embeddings.shape[:2] != (len(keys), 2):
         raise TeacherError(f"{path}: embeddings have shape {tuple(embeddings.shape)}, expected "
                            f"({len(keys)}, 2, D) for {len(keys)} keys; {fix}")
