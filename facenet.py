@@ -52,9 +52,6 @@ EMBED_BATCH = 32
 ImageInput = Union[str, os.PathLike, Image.Image]
 
 
-class EmbeddingError(UserError):
-    """Embeddings that cannot be compared (NaN): the weights are broken."""
-
 
 @dataclass
 class Comparison:
@@ -260,7 +257,7 @@ class Facenet:
         """L2-normalised embeddings of a preprocessed batch, as float32 (N, 128); NaN is an error."""
         embeddings = self.embedder(batch)
         if not np.isfinite(embeddings).all():
-            raise EmbeddingError(f"{self.weights}: the embeddings are NaN or infinite: these weights are "
+            raise UserError(f"{self.weights}: the embeddings are NaN or infinite: these weights are "
                                  "broken (a diverged training run?); use other weights")
         return embeddings
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import FIXTURES, ROOT
 from utils import align_folder
+from utils.config import UserError
 from utils.detect import DetectorError
 from utils.runtime import SettingError
 
@@ -154,7 +155,7 @@ def test_command_line_with_two_workers(nested, tmp_path):
                                           ("around", "contains --input_dir")])
 def test_output_folder_must_be_apart_from_the_input(nested, where, words):
     out = {"same": nested, "inside": nested / "Texture" / "aligned", "around": nested.parent}[where]
-    with pytest.raises(align_folder.AlignError, match=words):
+    with pytest.raises(UserError, match=words):
         align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     assert sorted(os.listdir(nested / "Texture")) == ["broken.jpg", "notes.txt", "texture_no_face.jpg"]
 
@@ -164,7 +165,7 @@ def test_settings_are_recorded_and_a_rerun_with_others_refused(nested, tmp_path,
     align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     recorded = json.loads((out / "align_settings.json").read_text())
     assert recorded["image_size"] == 160 and recorded["mode"] == "crop" and recorded["margin"] == 32
-    with pytest.raises(align_folder.AlignError, match="image_size 160.*not image_size 112.*--redo True"):
+    with pytest.raises(UserError, match="image_size 160.*not image_size 112.*--redo True"):
         align_folder.align_tree(str(nested), str(out), image_size=112, margin=16, weights_dir=WEIGHTS)
     with Image.open(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg") as face:
         assert face.size == (160, 160)
@@ -182,7 +183,7 @@ def test_a_filled_folder_of_unknown_origin_is_refused(nested, tmp_path):
     out = tmp_path / "someone_elses"
     out.mkdir()
     (out / "photo.jpg").write_bytes(b"keep me")
-    with pytest.raises(align_folder.AlignError, match="not empty and has no align_settings.json"):
+    with pytest.raises(UserError, match="not empty and has no align_settings.json"):
         align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
 
 
@@ -228,7 +229,7 @@ def test_retry_failed_with_centre_adds_centre_crops_and_keeps_the_rest(nested, t
     out = tmp_path / "aligned"
     align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS)
     no_face = os.path.join("Texture", "texture_no_face.jpg")
-    with pytest.raises(align_folder.AlignError, match="no_face 'skip', not no_face 'centre'.*--retry_failed True"):
+    with pytest.raises(UserError, match="no_face 'skip', not no_face 'centre'.*--retry_failed True"):
         align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
     stamp = os.path.getmtime(out / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
     counter = CountingAligner(align_folder.align_file)
@@ -246,7 +247,7 @@ def test_retry_failed_with_centre_adds_centre_crops_and_keeps_the_rest(nested, t
     again = align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, no_face="centre")
     assert counter.calls == [] and again.kept == 3 and again.failures == summary.failures
     assert "history" in json.loads((out / "align_settings.json").read_text())
-    with pytest.raises(align_folder.AlignError, match="no_face 'centre', not no_face 'skip'"):
+    with pytest.raises(UserError, match="no_face 'centre', not no_face 'skip'"):
         align_folder.align_tree(str(nested), str(out), weights_dir=WEIGHTS, retry_failed=True)
 
 

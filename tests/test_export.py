@@ -18,7 +18,7 @@ from nets.facenet import FacenetNet
 from test_facenet import SAMPLES, THRESHOLD, make_weights
 from utils.checkpoint import CheckpointError, load_weights
 from utils.config import UserError
-from utils.onnx_model import OnnxEmbedder, OnnxError, check_onnx_target, onnx_bytes
+from utils.onnx_model import OnnxEmbedder, check_onnx_target, onnx_bytes
 from utils.runtime import SettingError
 
 SHAPE = [64, 64, 3]
@@ -59,10 +59,10 @@ def test_onnx_settings_that_cannot_work_are_one_line_errors(exported, tmp_path):
         Facenet(onnx_path=onnx_path, precision="bf16")
     with pytest.raises(CheckpointError, match="exported for input_shape 64,64,3"):
         Facenet(onnx_path=onnx_path, input_shape=[112, 112, 3])
-    with pytest.raises(OnnxError, match="no such ONNX file"):
+    with pytest.raises(CheckpointError, match="no such ONNX file"):
         OnnxEmbedder(str(tmp_path / "absent.onnx"))
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(OnnxError, match="not a usable ONNX model"):
+    with pytest.raises(CheckpointError, match="not a usable ONNX model"):
         OnnxEmbedder(str(tmp_path / "junk.onnx"))
 
 

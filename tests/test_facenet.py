@@ -320,8 +320,8 @@ def test_broken_embeddings_are_never_a_bare_verdict(tmp_path):
     with pytest.raises(CheckpointError, match="NaN or infinite values"):
         Facenet(model_path=broken_weights(tmp_path, "nan"), cuda=False)
     nan_model = Facenet(model_path=broken_weights(tmp_path, "nan_output"), cuda=False, align=False)
-    from facenet import EmbeddingError
-    with pytest.raises(EmbeddingError, match="NaN"):
+    from utils.config import UserError
+    with pytest.raises(UserError, match="NaN"):
         nan_model.distance(SAMPLES[0], SAMPLES[2])
     collapsed = Facenet(model_path=broken_weights(tmp_path, "collapsed"), cuda=False, align=False)
     comparison = collapsed.compare(SAMPLES[0], SAMPLES[2])

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import FIXTURES, ROOT
 from nets.facenet import FacenetNet

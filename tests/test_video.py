@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import FIXTURES, ROOT
 from utils.config import UserError
-from utils.video import VideoError, check_video_output, draw, run_dir, run_fps, run_video
+from utils.video import check_video_output, draw, run_dir, run_fps, run_video
 
 FACES = os.path.join(FIXTURES, "faces")
 SIZE = (640, 480)
@@ -136,7 +136,7 @@ def test_bad_sources_are_one_line_errors(tmp_path):
                             (str(broken), "not a video OpenCV can read|no frames"),
                             (str(tmp_path / "empty.avi"), "empty"), (header_only, "not a video|no frames"),
                             ("97", "camera 97 does not open")]:
-        with pytest.raises(VideoError, match=message) as info:
+        with pytest.raises(UserError, match=message) as info:
             run_video(source, lambda image: [], window=False)
         assert "\n" not in str(info.value)
 

@@ -42,9 +42,6 @@ class Summary(NamedTuple):
     failures: dict   # relative path -> reason, this run's and earlier ones
 
 
-class AlignError(UserError):
-    """Folders or settings that would overwrite the input or mix crops of different kinds."""
-
 
 def read_failures(path: str) -> dict:
     """path -> reason from a failures.csv written by an earlier run (empty when there is none)."""
@@ -67,19 +64,19 @@ def check_folders(input_dir: str, output_dir: str) -> None:
     """The output must be apart from the input: the same folder, one inside the other, would overwrite
     the input or read crops back as input."""
     if not os.path.isdir(input_dir):
-        raise AlignError(f"--input_dir {input_dir}: input folder not found")
+        raise UserError(f"--input_dir {input_dir}: input folder not found")
     source, target = os.path.realpath(input_dir), os.path.realpath(output_dir)
     if source == target:
-        raise AlignError(f"--output_dir {output_dir} is the input folder: aligned crops would replace the "
+        raise UserError(f"--output_dir {output_dir} is the input folder: aligned crops would replace the "
                          "photos; give another folder")
     if target.startswith(source + os.sep):
-        raise AlignError(f"--output_dir {output_dir} is inside --input_dir {input_dir}: its crops would be read "
+        raise UserError(f"--output_dir {output_dir} is inside --input_dir {input_dir}: its crops would be read "
                          "as input by the next run; put it beside the input")
     if source.startswith(target + os.sep):
-        raise AlignError(f"--output_dir {output_dir} contains --input_dir {input_dir}: crops would be written "
+        raise UserError(f"--output_dir {output_dir} contains --input_dir {input_dir}: crops would be written "
                          "among the photos; give a folder outside the input")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise AlignError(f"--output_dir {output_dir}: is a file, not a folder")
+        raise UserError(f"--output_dir {output_dir}: is a file, not a folder")
     check_writable_folder("output_dir", output_dir)
 
 
@@ -95,7 +92,7 @@ def record_settings(output_dir: str, recorded: dict, redo: bool, retry_failed: b
             with open(path, encoding="utf-8") as handle:
                 earlier = json.load(handle)
         except (OSError, ValueError):
-            raise AlignError(f"{path}: unreadable; delete it and run with --redo True") from None
+            raise UserError(f"{path}: unreadable; delete it and run with --redo True") from None
         changed = [k for k in _RECORDED if earlier.get(k) != recorded[k]]
         centre_retry = changed == ["no_face"] and (earlier.get("no_face"), recorded["no_face"]) == ("skip", "centre")
         if changed and not (centre_retry and retry_failed):
@@ -103,14 +100,14 @@ def record_settings(output_dir: str, recorded: dict, redo: bool, retry_failed: b
             now = ", ".join(f"{k} {recorded[k]!r}" for k in changed)
             hint = (" or --retry_failed True to add centre crops for the images listed in failures.csv, keeping "
                     "the rest," if centre_retry else "")
-            raise AlignError(f"{output_dir} holds crops made with {was}, not {now}; use another --output_dir,"
+            raise UserError(f"{output_dir} holds crops made with {was}, not {now}; use another --output_dir,"
                              f"{hint} or --redo True to align every image again")
         history = list(earlier.get("history", []))
         if centre_retry:
             history.append("aligned with no_face skip; the failures then retried with no_face centre")
         recorded = {**recorded, **({"history": history} if history else {})}
     elif not redo and os.path.isdir(output_dir) and any(not n.startswith(".") for n in os.listdir(output_dir)):
-        raise AlignError(f"--output_dir {output_dir} is not empty and has no {SETTINGS_FILE} (not made by this "
+        raise UserError(f"--output_dir {output_dir} is not empty and has no {SETTINGS_FILE} (not made by this "
                          "script, or by an older version); use an empty folder, or --redo True to align "
                          "every image into it")
     write_json(path, recorded)

@@ -12,9 +12,6 @@ from utils.config import UserError
 from utils.image import ImageError, is_image_file, open_rgb
 
 
-class DatasetError(UserError):
-    """A datasets folder that gives no annotation; the message is one line naming it."""
-
 
 def writable_name(text: str) -> bool:
     """True when ``text`` can stand in one line of a UTF-8 annotation file: no line breaks of any kind
@@ -64,7 +61,7 @@ def annotate(root: str, annotation: str, names: str, absolute: bool = True, chec
     """Write both files; return the summary counts, the unreadable files, the images in nested
     folders and those whose names cannot be written."""
     if not os.path.isdir(root):
-        raise DatasetError(f"{root}: no such folder; put one folder per person with their images there "
+        raise UserError(f"{root}: no such folder; put one folder per person with their images there "
                            "or set --datasets_path")
     base = os.path.dirname(os.path.abspath(annotation))
     people, nested, unsafe = scan(root)
@@ -82,7 +79,7 @@ def annotate(root: str, annotation: str, names: str, absolute: bool = True, chec
         for path in images:
             lines.append(f"{label};{os.path.abspath(path) if absolute else os.path.relpath(path, base)}")
     if not lines:
-        raise DatasetError(f"{root}: no usable images in any person folder ({root}/<person>/<image>)")
+        raise UserError(f"{root}: no usable images in any person folder ({root}/<person>/<image>)")
     write_text_atomic(annotation, "\n".join(lines) + "\n")
     write_text_atomic(names, "\n".join(name_lines) + "\n")
     return {"people": len(name_lines), "images": len(lines), "single": singles, "unreadable": bad,

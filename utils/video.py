@@ -43,9 +43,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
 
 
-class VideoError(UserError):
-    """A video source or output that cannot be used; the message is one line naming it."""
-
 
 class Match(Protocol):
     """What the recogniser returns per face (utils.identify.FaceMatch is one)."""
@@ -74,7 +71,7 @@ def check_video_output(name: str, path: str) -> str:
     finally:
         os.remove(probe)
     if not opened:
-        raise VideoError(f"--{name} {path}: this OpenCV cannot write {CODECS[extension]} video into "
+        raise UserError(f"--{name} {path}: this OpenCV cannot write {CODECS[extension]} video into "
                          f"{extension}; use one of {', '.join(CODECS)} with opencv-python-headless installed")
     return path
 
@@ -84,7 +81,7 @@ def check_video_settings(source: str, save_path: str, video_fps: float, csv_path
     """The video mode's settings, checked before the model loads or any frame is read."""
     text = str(source).strip()
     if not text.isdigit() and "://" not in text and not os.path.isfile(text):
-        raise VideoError(f"--video_path {text}: no such video file; give a file, a camera index (0) or a stream URL")
+        raise UserError(f"--video_path {text}: no such video file; give a file, a camera index (0) or a stream URL")
     if save_path:
         check_video_output("video_save_path", save_path)
     if csv_path:
@@ -95,26 +92,26 @@ def check_video_settings(source: str, save_path: str, video_fps: float, csv_path
 
 def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
     """Open a video file, a camera index ("0") or a stream URL; returns the capture and whether it is a
-    file (which has a frame count). A source that does not open is a VideoError."""
+    file (which has a frame count). A source that does not open is a UserError."""
     text = str(source).strip()
     if text.isdigit():
         capture = cv2.VideoCapture(int(text))
         if not capture.isOpened():
-            raise VideoError(f"--video_path {text}: camera {text} does not open (none with that index, or in use); "
+            raise UserError(f"--video_path {text}: camera {text} does not open (none with that index, or in use); "
                              "give another index, a video file or a stream URL")
         return capture, False
     if "://" in text:
         capture = cv2.VideoCapture(text)
         if not capture.isOpened():
-            raise VideoError(f"--video_path {text}: the stream does not open; check the URL and the network")
+            raise UserError(f"--video_path {text}: the stream does not open; check the URL and the network")
         return capture, False
     if not os.path.isfile(text):
-        raise VideoError(f"--video_path {text}: no such video file; give a file, a camera index (0) or a stream URL")
+        raise UserError(f"--video_path {text}: no such video file; give a file, a camera index (0) or a stream URL")
     if os.path.getsize(text) == 0:
-        raise VideoError(f"--video_path {text}: the file is empty (0 bytes)")
+        raise UserError(f"--video_path {text}: the file is empty (0 bytes)")
     capture = cv2.VideoCapture(text)
     if not capture.isOpened():
-        raise VideoError(f"--video_path {text}: not a video OpenCV can read (damaged, or an unknown format)")
+        raise UserError(f"--video_path {text}: not a video OpenCV can read (damaged, or an unknown format)")
     return capture, True
 
 
@@ -202,7 +199,8 @@ class VideoOutput:
             fourcc = cv2.VideoWriter_fourcc(*CODECS[os.path.splitext(self.path)[1].lower()])
             self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, (frame.shape[1], frame.shape[0]))
             if not self.writer.isOpened():
-                raise VideoError(f"--video_save_path {self.path}: cannot write a {frame.shape[1]}x{frame.shape[0]} video")
+                raise UserError(f"--video_save_path {self.path}: cannot write a "
+                                f"{frame.shape[1]}x{frame.shape[0]} video")
         self.writer.write(frame)
         self.frames += 1
 
@@ -229,7 +227,7 @@ def run_video(source: str, recognise: Recognise, save_path: str = "", video_fps:
     try:
         ok, frame = capture.read()
         if not ok:
-            raise VideoError(f"--video_path {source}: no frames could be read (an empty or damaged video)")
+            raise UserError(f"--video_path {source}: no frames could be read (an empty or damaged video)")
         rate = source_fps(capture)
         out_fps = video_fps or rate or FALLBACK_FPS
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if is_file else 0
