@@ -8,8 +8,8 @@ Runs ``predict.py img/1_001.jpg img/1_002.jpg`` headless as a user does, ``runs`
 when the ONNX file exists), and prints the median wall time,
 the median CPU time (user + system: on a machine shared with other jobs it varies much less than the wall
 time) and the peak resident memory of each. Then it times the phases in one fresh process: importing
-torch, importing the rest of facenet.py, importing torchvision.ops (the detector's NMS and crops; it pulls in
-torch._dynamo), building the model with its weights and the detector, the first and a second
+torch, importing the rest of facenet.py, importing the detector with its NMS and RoIAlign operators (an
+older checkout imports torchvision.ops there, which pulls in torch._dynamo), building the model with its weights and the detector, the first and a second
 embedding of the two faces, and the figure. Modes that ``repo`` does not have are reported as failed.
 """
 #------- settings (edit here or override as --name value) -------
@@ -42,7 +42,8 @@ import torch
 mark()
 import facenet
 mark()
-import torchvision.ops
+import utils.detect  # an older checkout imports torchvision.ops here; this one loads only its operators
+getattr(utils.detect, "load_vision_ops", lambda: None)()
 mark()
 model = facenet.Facenet(figure_path=sys.argv[1])
 mark()
@@ -54,7 +55,7 @@ model.detect_image(*sys.argv[2:])
 mark()
 steps = [[b[0] - a[0], b[1] - a[1]] for a, b in zip(marks, marks[1:])]
 steps[-1] = [steps[-1][0] - steps[-2][0], steps[-1][1] - steps[-2][1]]
-names = ["import torch", "import facenet (the rest)", "import torchvision.ops (MTCNN's NMS, crops)",
+names = ["import torch", "import facenet (the rest)", "the detector and its NMS / RoIAlign operators",
          "model, weights and MTCNN", "first embedding of 2 faces",
          "second embedding", "figure (detect_image less an embedding)"]
 print(json.dumps(dict(zip(names, steps))))

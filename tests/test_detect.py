@@ -12,6 +12,7 @@ from conftest import FIXTURES, ROOT, SHARED, requires_shared
 from utils.detect import (ARCFACE_TEMPLATE, DetectorError, Detections, FaceDetector, align_face,
                           main_face, pack_levels, pyramid_canvas, pyramid_scales, similarity_transform)
 from utils.image import open_rgb
+from utils import detect
 
 PHOTOS = os.path.join(FIXTURES, "mtcnn")
 FACES = ["Aaron_Peirsol_0001.jpg", "Aaron_Peirsol_0002.jpg", "Matthew_Perry_0003.jpg",
@@ -211,3 +212,23 @@ def test_large_photo_is_searched_scaled_down_and_boxes_mapped_back(tmp_path):
         check_face(scaled, 0)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("count", [300, 3000])
+def test_nms_and_roi_align_equal_torchvisions(count):
+    """The detector calls torchvision's compiled operators without importing the package; the results are
+    torchvision's own (3000 boxes: above the size where torchvision switches to a per-group loop)."""
+    import torchvision.ops
+    generator = torch.Generator().manual_seed(count)
+    corners = torch.rand(count, 2, generator=generator) * 300
+    boxes = torch.cat([corners, corners + 5 + torch.rand(count, 2, generator=generator) * 60], 1)
+    scores, groups = torch.rand(count, generator=generator), torch.randint(0, 8, (count,), generator=generator)
+    assert torch.equal(detect.nms(boxes, scores, 0.7), torchvision.ops.nms(boxes, scores, 0.7))
+    ours = detect.batched_nms(boxes, scores, groups, 0.5)
+    theirs = torchvision.ops.batched_nms(boxes, scores, groups, 0.5)
+    assert torch.equal(ours.sort().values, theirs.sort().values)
+    assert torch.equal(scores[ours], scores[theirs])  # both by decreasing score
+    image = torch.rand(1, 3, 97, 131, generator=generator) * 255
+    rois = torch.cat([torch.zeros(5, 1), boxes[:5] / 3], 1)
+    assert torch.equal(detect.roi_align(image, rois, (24, 24)),
+                       torchvision.ops.roi_align(image, rois, (24, 24), aligned=True))

@@ -10,6 +10,8 @@ Coordinates are continuous pixel coordinates: the image spans [0, width] x [0, h
 """
 from __future__ import annotations
 
+import glob
+import importlib.util
 import io
 import os
 from typing import NamedTuple
@@ -18,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.ops import batched_nms, nms, roi_align
 
 from nets.mtcnn import ONet, PNet, RNet
 from utils.alignment import DEFAULT
@@ -33,6 +34,44 @@ PNET_CELL, PNET_STRIDE = 12, 2
 # Longest side at which a photo is searched for faces: 1600 px finds faces from 20 px at that
 # size, and keeps detection within about a second and a few hundred MB on a CPU.
 MAX_SIDE = 1600
+
+
+def load_vision_ops() -> None:
+    """Register torchvision's compiled NMS and RoIAlign (``torch.ops.torchvision``) without importing the
+    torchvision package, which takes about a second at start-up (it pulls in torch._dynamo), most of what
+    predict.py spends before its first face. Imports the package when its library is not where it
+    usually lies."""
+    if hasattr(torch.ops.torchvision, "nms"):
+        return
+    spec = importlib.util.find_spec("torchvision")
+    folders = spec.submodule_search_locations if spec else None
+    libraries = glob.glob(os.path.join(folders[0], "_C*.so")) if folders else []
+    try:
+        torch.ops.load_library(libraries[0])
+        torch.ops.torchvision.nms
+    except (IndexError, OSError, AttributeError, RuntimeError):
+        import torchvision.ops  # noqa: F401  registers the same operators
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices of the boxes kept by non-maximum suppression at IoU ``threshold``, by decreasing score."""
+    load_vision_ops()
+    return torch.ops.torchvision.nms(boxes, scores, threshold)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
+    """NMS within each group only: the groups' boxes are moved apart so that no two groups overlap."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64)
+    offsets = groups.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, threshold)
+
+
+def roi_align(image: torch.Tensor, rois: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each of ``rois`` (batch index, x1, y1, x2, y2) cut out of ``image`` and resized to ``size`` by
+    bilinear sampling on continuous coordinates (torchvision's RoIAlign with ``aligned=True``)."""
+    load_vision_ops()
+    return torch.ops.torchvision.roi_align(image, rois, 1.0, size[0], size[1], -1, True)
 
 
 class Detections(NamedTuple):
@@ -240,7 +279,7 @@ class FaceDetector:
     def crops(pixels: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
         """Cut ``boxes`` out of the 0..255 image, resize to size x size (zeros outside), normalise."""
         rois = torch.cat([boxes.new_zeros((len(boxes), 1)), boxes], 1)
-        patches = roi_align(pixels[None], rois, (size, size), aligned=True)
+        patches = roi_align(pixels[None], rois, (size, size))
         return (patches - 127.5) * 0.0078125
 
 
