@@ -29,12 +29,6 @@ def test_shipped_weights_are_the_shared_ones(name):
     assert all(torch.equal(shipped[k], shared[k]) for k in shared)
 
 
-def test_licence_note_is_shipped():
-    with open(os.path.join(ROOT, "model_data", "MTCNN_NOTICE.md"), encoding="utf-8") as f:
-        text = f.read()
-    assert "MIT" in text and "facenet-pytorch" in text
-
-
 def test_output_shapes():
     torch.manual_seed(0)
     prob, reg = PNet()(torch.randn(2, 3, 30, 40))
