@@ -75,11 +75,11 @@ alignment = "auto"              # how the training faces were aligned, written b
 #------------------------------------------------------------------
 
 from nets.facenet import BACKBONES
-from utils.config import (Bool, Choice, Int, Number, Opt, OutputFolder, Shape, Text, check_values, configure,
-                          given_names, run_main, settings_of)
+from utils.config import (Bool, Choice, Int, Number, Opt, OutputFolder, Shape, Text, UserError, check_values,
+                          configure, given_names, run_main, settings_of)
 from utils.runtime import PRECISIONS
 from utils.trainer import prepare, run, world_of
-from utils.training import CLASSIFIER_LOSSES, TrainingError
+from utils.training import CLASSIFIER_LOSSES
 
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
@@ -107,24 +107,24 @@ def check_settings(cfg: dict, world: int) -> None:
     then the ones that must agree with each other."""
     check_values(cfg, RULES)
     if cfg["sampler"] == "triplet" and cfg["batch_size"] % (3 * world):
-        raise TrainingError(f"batch_size {cfg['batch_size']} must be a multiple of 3 x {world} processes")
+        raise UserError(f"batch_size {cfg['batch_size']} must be a multiple of 3 x {world} processes")
     if cfg["sampler"] == "pk":
         if cfg["mining"] == "none":
-            raise TrainingError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
+            raise UserError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
         if cfg["batch_size"] % world or not cfg["free_images"] < cfg["batch_size"] // world or \
                 (cfg["batch_size"] // world - cfg["free_images"]) % cfg["images_per_person"]:
-            raise TrainingError(f"batch_size {cfg['batch_size']} over {world} process(es) must give per process "
+            raise UserError(f"batch_size {cfg['batch_size']} over {world} process(es) must give per process "
                                 f"free_images {cfg['free_images']} plus a multiple of images_per_person "
                                 f"{cfg['images_per_person']}")
     elif cfg["free_images"]:
-        raise TrainingError("free_images needs --sampler pk")
+        raise UserError("free_images needs --sampler pk")
     if cfg["backbone"] == "inception_resnetv1" and min(cfg["input_shape"][:2]) < 75:
-        raise TrainingError(f"--input_shape {','.join(map(str, cfg['input_shape']))}: inception_resnetv1 needs "
+        raise UserError(f"--input_shape {','.join(map(str, cfg['input_shape']))}: inception_resnetv1 needs "
                             "sides of at least 75 pixels")
     if cfg["Min_lr"] > cfg["Init_lr"]:
-        raise TrainingError(f"--Min_lr must be at most --Init_lr ({cfg['Init_lr']}), not {cfg['Min_lr']}")
+        raise UserError(f"--Min_lr must be at most --Init_lr ({cfg['Init_lr']}), not {cfg['Min_lr']}")
     if cfg["Epoch"] <= cfg["Init_Epoch"]:
-        raise TrainingError(f"--Epoch ({cfg['Epoch']}) must exceed --Init_Epoch ({cfg['Init_Epoch']})")
+        raise UserError(f"--Epoch ({cfg['Epoch']}) must exceed --Init_Epoch ({cfg['Init_Epoch']})")
 
 
 def train(cfg: dict, given: set[str] | None = None) -> None:

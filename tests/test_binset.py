@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from utils.binset import BinError, kfold_ids, read_bin, write_bin
+from utils.binset import kfold_ids, read_bin, write_bin
+from utils.config import UserError
 
 IMAGES = os.path.join(FIXTURES, "lfw", "images")
 
@@ -56,7 +57,7 @@ def test_a_pickle_naming_a_callable_is_refused_without_running_it(tmp_path, payl
     evil = payload.replace(b"{marker}", str(marker).encode())
     path = tmp_path / "evil.bin"
     path.write_bytes(evil)
-    with pytest.raises(BinError, match="refused: it names (os|builtins|posix)"):
+    with pytest.raises(UserError, match="refused: it names (os|builtins|posix)"):
         read_bin(str(path))
     assert not marker.exists()
 
@@ -69,7 +70,7 @@ def test_other_classes_and_object_arrays_are_refused(tmp_path, jpegs):
         except (TypeError, pickle.PicklingError):
             continue
         (tmp_path / "x.bin").write_bytes(data)
-        with pytest.raises(BinError, match="refused"):
+        with pytest.raises(UserError, match="refused"):
             read_bin(str(tmp_path / "x.bin"))
 
 
@@ -81,9 +82,9 @@ def test_bad_sets_are_clear_errors(tmp_path, jpegs):
                 "shape": "not the pair \\(images, issame\\)", "cut": "not a readable .bin"}
     for name, data in cases.items():
         (tmp_path / f"{name}.bin").write_bytes(data)
-        with pytest.raises(BinError, match=messages[name]):
+        with pytest.raises(UserError, match=messages[name]):
             read_bin(str(tmp_path / f"{name}.bin"))
-    with pytest.raises(BinError, match="no such .bin"):
+    with pytest.raises(UserError, match="no such .bin"):
         read_bin(str(tmp_path / "absent.bin"))
 
 
@@ -94,5 +95,5 @@ def test_folds_are_sklearns_unshuffled_kfold():
         for k, (_, test) in enumerate(KFold(n_splits=10, shuffle=False).split(np.zeros(n)), 1):
             expected[test] = k
         assert kfold_ids(n).tolist() == expected.tolist()
-    with pytest.raises(BinError, match="bin_folds"):
+    with pytest.raises(UserError, match="bin_folds"):
         kfold_ids(5, 10)

@@ -10,6 +10,7 @@ from conftest import FIXTURES, ROOT
 from facenet import Facenet
 from test_facenet import make_weights
 from utils import gallery
+from utils.config import UserError
 from utils.image import ImageError
 from utils.identify import UNKNOWN, identify_faces
 
@@ -72,7 +73,7 @@ def test_names_that_differ_only_in_case_or_spaces_are_refused(tmp_path, names):
     for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    with pytest.raises(gallery.GalleryError, match="differ only in case or spaces") as info:
+    with pytest.raises(UserError, match="differ only in case or spaces") as info:
         gallery.scan(str(tmp_path))
     assert "\n" not in str(info.value)
 
@@ -119,11 +120,11 @@ def test_build_update_and_load(model, embedder, tmp_path, monkeypatch):
 
 def test_empty_gallery_is_an_error(embedder, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(gallery.GalleryError, match="empty gallery: no images"):
+    with pytest.raises(UserError, match="empty gallery: no images"):
         gallery.update(embedder, str(tmp_path / "empty"), str(tmp_path / "g.npz"), progress=False)
     (tmp_path / "faceless").mkdir()
     shutil.copy(NO_FACE, tmp_path / "faceless" / "x_1.jpg")
-    with pytest.raises(gallery.GalleryError, match="empty gallery: no usable face in its 1 image"):
+    with pytest.raises(UserError, match="empty gallery: no usable face in its 1 image"):
         gallery.update(embedder, str(tmp_path / "faceless"), str(tmp_path / "g.npz"), progress=False)
     assert not (tmp_path / "g.npz").exists()
 
@@ -134,15 +135,15 @@ def test_gallery_of_other_weights_or_settings_is_refused(embedder, tmp_path):
     gallery.update(embedder, root, path, progress=False)
     other = Facenet(model_path=make_weights(tmp_path), cuda=False, align=True)
     refused = r"built with other weights \(sha256 [0-9a-f]{12}\.\.\. vs "
-    with pytest.raises(gallery.GalleryError, match=refused) as info:
+    with pytest.raises(UserError, match=refused) as info:
         gallery.update(gallery.ModelEmbedder(other), root, path, progress=False)
     assert "\n" not in str(info.value) and path in str(info.value)
     smaller = Facenet(model_path=SHIPPED, cuda=False, align=True, input_shape=[96, 96, 3])
-    with pytest.raises(gallery.GalleryError, match="built with other settings .*input_shape"):
+    with pytest.raises(UserError, match="built with other settings .*input_shape"):
         gallery.update(gallery.ModelEmbedder(smaller), root, path, progress=False)
     with open(path, "wb") as handle:
         handle.write(b"PK\x03\x04 truncated")
-    with pytest.raises(gallery.GalleryError, match="not a readable gallery file"):
+    with pytest.raises(UserError, match="not a readable gallery file"):
         gallery.load(path)
 
 
@@ -280,7 +281,7 @@ def test_damaged_or_foreign_gallery_files_are_refused_with_one_line(tmp_path, ca
     with np.load(good) as data:
         path = damaged(dict(data), case, tmp_path)
     embedder = BytesEmbedder()
-    with pytest.raises(gallery.GalleryError) as info:
+    with pytest.raises(UserError) as info:
         gallery.update(embedder, str(root), path, progress=False)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and words in message and "\n" not in message

@@ -292,14 +292,14 @@ def test_ctrl_c_while_the_checkpoint_is_written_exits_130_and_keeps_the_previous
 
 
 def test_a_resume_that_would_change_the_schedule_is_refused(data, tmp_path, monkeypatch):
-    from utils.training import TrainingError
+    from utils.config import UserError
     from utils.trainer import prepare
     monkeypatch.chdir(data)
     logs = tmp_path / "logs"
     train_run(config(Epoch=3, run_epochs=1, save_dir=str(logs)))
     resume = str(logs / "last_checkpoint.pth")
     for name, value in (("Epoch", 5), ("warmup_ratio", 0.5), ("Init_lr", 0.01)):
-        with pytest.raises(TrainingError, match=f"--{name} cannot change when resuming: the run's learning-rate"):
+        with pytest.raises(UserError, match=f"--{name} cannot change when resuming: the run's learning-rate"):
             prepare(config(**{"Epoch": 3, "save_dir": str(logs), "resume": resume, name: value}), {"resume", name})
     assert prepare(config(Epoch=3, resume=resume, run_epochs=1), {"resume", "run_epochs"})[0]["Epoch"] == 3
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from utils.checkpoint import load_file
+from utils.config import UserError
 from utils.distill import similarity_loss
-from utils.training import (Criterion, History, Precision, TrainingError, fit_lr, lr_scheduler, make_optimizer,
+from utils.training import (Criterion, History, Precision, fit_lr, lr_scheduler, make_optimizer,
                             margin_logits, mined_triplet_loss, pairwise_distances, rng_state, set_rng_state, triplet_loss)
 
 
@@ -88,7 +89,7 @@ def test_criterion_sums_weighted_terms_and_reports_accuracy():
     assert out["ce"].item() == pytest.approx(ce.item())
     assert out["loss"].item() == pytest.approx(0.5 * triplet_loss(emb).item() + 2.0 * ce.item(), abs=1e-6)
     assert out["accuracy"].item() == pytest.approx((logits.argmax(1) == labels).float().mean().item())
-    with pytest.raises(TrainingError, match="mining"):
+    with pytest.raises(UserError, match="mining"):
         Criterion(mining="soft")(emb, logits, labels)
 
 
@@ -108,7 +109,7 @@ def test_margin_softmax_matches_hand_computation():
     out = Criterion(classifier_loss="cosface", cls_scale=10.0, cls_margin=0.35)(
         torch.nn.functional.normalize(torch.randn(6, 4), dim=1), torch.cat([cosine] * 3), labels.repeat(3))
     assert out["ce"].item() == pytest.approx(torch.nn.functional.cross_entropy(cos_face, labels).item(), abs=1e-5)
-    with pytest.raises(TrainingError, match="classifier_loss"):
+    with pytest.raises(UserError, match="classifier_loss"):
         margin_logits(cosine, labels, "sphereface", 10.0, 0.5)
 
 
@@ -154,9 +155,9 @@ def test_step_schedule_values_and_errors():
     assert at(0) == at(9) == pytest.approx(1e-3)
     assert at(10) == pytest.approx(1e-3 * rate)
     assert at(99) == pytest.approx(1e-5)
-    with pytest.raises(TrainingError, match="Epoch >= 10"):
+    with pytest.raises(UserError, match="Epoch >= 10"):
         lr_scheduler("step", 1e-3, 1e-5, 5)
-    with pytest.raises(TrainingError, match="lr_decay_type"):
+    with pytest.raises(UserError, match="lr_decay_type"):
         lr_scheduler("linear", 1e-3, 1e-5, 5)
 
 
@@ -166,7 +167,7 @@ def test_optimizers_are_the_originals():
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.9, 0.999)
     sgd = make_optimizer(params, "sgd", 1e-2, 0.9, 5e-4)
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["nesterov"]
-    with pytest.raises(TrainingError):
+    with pytest.raises(UserError):
         make_optimizer(params, "rmsprop", 1e-3, 0.9, 0.0)
 
 

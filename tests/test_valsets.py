@@ -146,6 +146,6 @@ def test_train_scores_each_set_every_epoch_and_picks_best_by_name(tmp_path, caps
     info = json.load(open(tmp_path / "logs" / "best_epoch_weights.json"))  # NaN (untrained) is written as null
     assert "cfp_fp_accuracy" in info and "alignment" not in info  # a folder without align_settings.json
     cfg.update(best_set="agedb_30", save_dir=str(tmp_path / "other"))
-    from utils.training import TrainingError
-    with pytest.raises(TrainingError, match="--best_set agedb_30 is none of the validation sets"):
+    from utils.config import UserError
+    with pytest.raises(UserError, match="--best_set agedb_30 is none of the validation sets"):
         train.train(cfg)

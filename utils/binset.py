@@ -29,9 +29,6 @@ DEFAULT_FOLDS = 10
 ARRAY_DTYPES = ("u1", "|u1", "uint8", "b1", "|b1", "bool")
 
 
-class BinError(UserError, ValueError):
-    """A .bin file that cannot be used; one line naming it and what is wrong."""
-
 
 class Refused(pickle.UnpicklingError):
     """The pickle asks for something a .bin never holds (a callable, a class, an object array)."""
@@ -104,40 +101,40 @@ def as_bytes(item: object) -> bytes | None:
 
 
 def read_bin(path: str, check_images: bool = True) -> tuple[list[bytes], np.ndarray]:
-    """(2N encoded images, N issame flags) of a ``.bin``; BinError when it is not a usable set.
+    """(2N encoded images, N issame flags) of a ``.bin``; UserError when it is not a usable set.
 
     ``check_images`` opens every image's header (cheap) so that bytes that are no image are reported
     here, not halfway through scoring.
     """
     if not os.path.isfile(path):
-        raise BinError(f"{path}: no such .bin file; give a validation set such as lfw.bin or a folder of them")
+        raise UserError(f"{path}: no such .bin file; give a validation set such as lfw.bin or a folder of them")
     with open(path, "rb") as handle:
         data = handle.read()
     try:
         content = safe_loads(data)
     except Refused as err:
-        raise BinError(f"{path}: refused: {err}; a .bin holds only images and flags, so this file is not "
+        raise UserError(f"{path}: refused: {err}; a .bin holds only images and flags, so this file is not "
                        "a validation set (or not a safe one) and nothing in it was run") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             MemoryError):
-        raise BinError(f"{path}: not a readable .bin pickle (truncated or another format); copy it again") from None
+        raise UserError(f"{path}: not a readable .bin pickle (truncated or another format); copy it again") from None
     if not isinstance(content, (tuple, list)) or len(content) != 2:
-        raise BinError(f"{path}: holds {type(content).__name__}, not the pair (images, issame) of a .bin")
+        raise UserError(f"{path}: holds {type(content).__name__}, not the pair (images, issame) of a .bin")
     raw_images, raw_flags = content
     images = [as_bytes(item) for item in (raw_images if isinstance(raw_images, (list, tuple)) else [None])]
     if None in images:
-        raise BinError(f"{path}: image entry {images.index(None)} is not encoded image bytes")
+        raise UserError(f"{path}: image entry {images.index(None)} is not encoded image bytes")
     flags = np.asarray(list(raw_flags) if isinstance(raw_flags, (list, tuple)) else raw_flags)
     if flags.ndim != 1 or not all(isinstance(f, (bool, np.bool_)) or f in (0, 1) for f in flags.tolist()):
-        raise BinError(f"{path}: issame must be a list of booleans")
+        raise UserError(f"{path}: issame must be a list of booleans")
     if len(images) != 2 * len(flags) or not len(flags):
-        raise BinError(f"{path}: {len(images)} images for {len(flags)} pairs; a .bin holds two images per pair")
+        raise UserError(f"{path}: {len(images)} images for {len(flags)} pairs; a .bin holds two images per pair")
     if check_images:
         for i, image in enumerate(images):
             try:
                 Image.open(io.BytesIO(image)).size
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-                raise BinError(f"{path}: image {i} (of pair {i // 2}) does not decode as an image") from None
+                raise UserError(f"{path}: image {i} (of pair {i // 2}) does not decode as an image") from None
     return images, flags.astype(bool)
 
 
@@ -163,7 +160,7 @@ def write_pairs_bin(path: str, pairs) -> int:
 def kfold_ids(num_pairs: int, folds: int = DEFAULT_FOLDS) -> np.ndarray:
     """Fold 1..folds of each pair: consecutive blocks, the first num_pairs % folds one pair longer."""
     if not 2 <= folds <= num_pairs:
-        raise BinError(f"--bin_folds must be from 2 to the number of pairs ({num_pairs}), not {folds}")
+        raise UserError(f"--bin_folds must be from 2 to the number of pairs ({num_pairs}), not {folds}")
     sizes = np.full(folds, num_pairs // folds)
     sizes[: num_pairs % folds] += 1
     return np.repeat(np.arange(1, folds + 1), sizes)

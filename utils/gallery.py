@@ -43,9 +43,6 @@ NORM_TOLERANCE = 1e-3
 REBUILD = "delete it to build the gallery again"
 
 
-class GalleryError(UserError, ValueError):
-    """A gallery folder or file that cannot be used; the message is one line naming it and the fix."""
-
 
 def similarity_to_distance(similarity: np.ndarray) -> np.ndarray:
     """Euclidean distance of unit vectors from their cosine similarity: |a - b|^2 = 2 - 2 a.b."""
@@ -66,7 +63,7 @@ class PersonSearch:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
         if len(embeddings) == 0:
-            raise GalleryError("empty gallery: no face to compare with")
+            raise UserError("empty gallery: no face to compare with")
         self.people = list(people)
         self.rule = rule
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -193,9 +190,9 @@ def content_hash(path: str) -> str:
 
 def scan(root: str) -> list[Source]:
     """The gallery's image files, sorted: a top-level folder is a person, a top-level file is named by
-    ``flat_name``. Hidden names and other files are left out. Raises GalleryError for duplicate names."""
+    ``flat_name``. Hidden names and other files are left out. Raises UserError for duplicate names."""
     if not os.path.isdir(root):
-        raise GalleryError(f"{root}: no such gallery folder; put one folder per known person in it "
+        raise UserError(f"{root}: no such gallery folder; put one folder per known person in it "
                            "(<person>/<image>) or images named <name>_<n>.jpg, or set --gallery_dir")
     found = []
     for path in list_images(root):
@@ -203,7 +200,7 @@ def scan(root: str) -> list[Source]:
         try:
             digest = content_hash(os.path.join(root, path))
         except OSError as err:
-            raise GalleryError(f"{os.path.join(root, path)}: cannot be read ({err.strerror})") from None
+            raise UserError(f"{os.path.join(root, path)}: cannot be read ({err.strerror})") from None
         found.append(Source(path, flat_name(path) if top == path else top, digest))
     spellings: dict[str, dict[str, str]] = {}
     for source in found:
@@ -211,7 +208,7 @@ def scan(root: str) -> list[Source]:
     for variants in spellings.values():
         if len(variants) > 1:
             (a, path_a), (b, path_b) = sorted(variants.items())[:2]
-            raise GalleryError(f"{os.path.join(root, path_a)} and {os.path.join(root, path_b)}: two people named "
+            raise UserError(f"{os.path.join(root, path_a)} and {os.path.join(root, path_b)}: two people named "
                                f"{a!r} and {b!r}, which differ only in case or spaces; rename or merge them")
     return found
 
@@ -238,28 +235,28 @@ def save(gallery: Gallery, path: str) -> None:
 
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every array of the gallery file at ``path``; GalleryError saying what the file is when it is none."""
+    """Every array of the gallery file at ``path``; UserError saying what the file is when it is none."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        raise GalleryError(f"{path}: not a readable gallery file; {REBUILD}") from None
+        raise UserError(f"{path}: not a readable gallery file; {REBUILD}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise GalleryError(f"{path}: a single numpy array (.npy), not a gallery file; {REBUILD}")
+        raise UserError(f"{path}: a single numpy array (.npy), not a gallery file; {REBUILD}")
     with data:
         names = set(data.files)
         if {"keys", "embeddings"} <= names and "paths" not in names:
-            raise GalleryError(f"{path}: a teacher embeddings file (recipes/teacher_embeddings.py), not a gallery; "
+            raise UserError(f"{path}: a teacher embeddings file (recipes/teacher_embeddings.py), not a gallery; "
                                "set --gallery_path to another file, e.g. model_data/gallery.npz")
         try:
             arrays = {name: data[name] for name in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            raise GalleryError(f"{path}: not a readable gallery file; {REBUILD}") from None
+            raise UserError(f"{path}: not a readable gallery file; {REBUILD}") from None
     try:
         version = int(arrays["format_version"]) if "format_version" in arrays else None
     except (TypeError, ValueError):
         version = None
     if version != FORMAT_VERSION:
-        raise GalleryError(f"{path}: " + (f"a gallery of format {version}, this version reads {FORMAT_VERSION}"
+        raise UserError(f"{path}: " + (f"a gallery of format {version}, this version reads {FORMAT_VERSION}"
                                           if version else "not a gallery file") + f"; {REBUILD}")
     return arrays
 
@@ -295,13 +292,13 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Gallery:
 
 
 def load(path: str, expected: dict | None = None) -> Gallery:
-    """Read a gallery written by ``save``; GalleryError for a file that is damaged or another kind of file,
+    """Read a gallery written by ``save``; UserError for a file that is damaged or another kind of file,
     and, with ``expected``, for one of another fingerprint."""
     arrays = read_arrays(path)
     try:
         gallery = from_arrays(arrays)
     except (TypeError, ValueError) as err:
-        raise GalleryError(f"{path}: not a usable gallery file ({err}); {REBUILD}") from None
+        raise UserError(f"{path}: not a usable gallery file ({err}); {REBUILD}") from None
     if expected is not None and gallery.fingerprint != expected:
         differ = [k for k in sorted(set(expected) | set(gallery.fingerprint))
                   if gallery.fingerprint.get(k) != expected.get(k)]
@@ -312,7 +309,7 @@ def load(path: str, expected: dict | None = None) -> Gallery:
         else:
             what = "other settings"
             details = ", ".join(f"{k} {gallery.fingerprint.get(k)} vs {expected.get(k)}" for k in differ)
-        raise GalleryError(f"{path}: built with {what} ({details}); delete it to rebuild the gallery, "
+        raise UserError(f"{path}: built with {what} ({details}); delete it to rebuild the gallery, "
                            "or set --gallery_path to another file")
     return gallery
 
@@ -391,11 +388,11 @@ def embed_new(embedder: Embedder, gallery_dir: str, todo: list[Source], batch_si
 
 def assemble(root: str, expected: dict, gallery_dir: str, sources: list[Source],
              rows: dict[str, tuple[np.ndarray, int]], skipped: dict[str, str]) -> Gallery:
-    """The gallery of ``sources`` from the embeddings and skip reasons by content; GalleryError when empty."""
+    """The gallery of ``sources`` from the embeddings and skip reasons by content; UserError when empty."""
     kept = sorted((s.name, s.path, s) for s in sources if s.sha256 in rows)
     if not kept:
         reasons = {s.path: skipped[s.sha256] for s in sources}
-        raise GalleryError(f"{gallery_dir}: empty gallery: " + (
+        raise UserError(f"{gallery_dir}: empty gallery: " + (
             f"no usable face in its {len(sources)} image(s) (first: {next(iter(reasons))}: "
             f"{next(iter(reasons.values()))})" if sources else
             "no images; put one folder per known person in it (<person>/<image>) or images named <name>_<n>.jpg"))
@@ -412,7 +409,7 @@ def update(embedder: Embedder, gallery_dir: str, gallery_path: str, batch_size: 
 
     A photo whose bytes are stored already (under any path) keeps its embedding or its skip reason; new
     contents are embedded by ``embedder`` ``batch_size`` at a time; files no longer there are dropped.
-    Photos without a usable face are skipped and reported. Raises GalleryError for a folder, file or
+    Photos without a usable face are skipped and reported. Raises UserError for a folder, file or
     gallery that cannot be used.
     """
     report = UpdateReport()

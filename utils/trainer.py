@@ -20,14 +20,14 @@ from torch.utils.data import DataLoader
 
 from nets.facenet import FacenetNet
 from utils.checkpoint import load_file, load_weights, save_atomic, write_weights_info
-from utils.config import print_settings
+from utils.config import UserError, print_settings
 from utils.dataloader import (Annotation, PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
                               check_trainable, contiguous_ids, make_loader, repeated_lines, split_train_val,
                               validation_triplets)
 from utils.distill import teacher_for
 from utils.recordio import dataset_for, read_training_data, training_alignment
 from utils.runtime import network_threads, resolve_workers, training_precision
-from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, Schedule, TrainingError, fit_lr,
+from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, Schedule, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
                             train_one_epoch, validate)
 from utils.valsets import LFW_FOLDER_SET, best_metric, history_entries, load_sets, score_sets, table
@@ -51,7 +51,7 @@ def normalise(cfg: dict) -> dict:
     """Fill in the settings whose default depends on others (Min_lr, backbone_path)."""
     cfg = dict(cfg)
     if cfg["Min_lr"] is not None and not isinstance(cfg["Min_lr"], (int, float)):
-        raise TrainingError(f"--Min_lr takes a number, not {cfg['Min_lr']!r}")
+        raise UserError(f"--Min_lr takes a number, not {cfg['Min_lr']!r}")
     cfg["Min_lr"] = cfg["Init_lr"] * 0.01 if cfg["Min_lr"] is None else float(cfg["Min_lr"])
     cfg["backbone_path"] = cfg["backbone_path"] or os.path.join("model_data", f"{cfg['backbone']}_backbone.pth")
     return cfg
@@ -60,11 +60,11 @@ def normalise(cfg: dict) -> dict:
 def read_checkpoint(path: str) -> dict:
     """The resume checkpoint at ``path``; a missing or unusable one is one line saying what to give instead."""
     if not os.path.isfile(path):
-        raise TrainingError(f"{path}: no such checkpoint to resume; give the {CHECKPOINT} in the save_dir of "
+        raise UserError(f"{path}: no such checkpoint to resume; give the {CHECKPOINT} in the save_dir of "
                             "the run to continue")
     checkpoint = load_file(path, f"give the {CHECKPOINT} of the run to continue")
     if not isinstance(checkpoint, dict) or "optimizer" not in checkpoint:
-        raise TrainingError(f"{path}: holds weights only, not a resume checkpoint; use {CHECKPOINT}, "
+        raise UserError(f"{path}: holds weights only, not a resume checkpoint; use {CHECKPOINT}, "
                             "or start from these weights with --model_path")
     return checkpoint
 
@@ -82,12 +82,12 @@ def resumed_settings(saved: dict, cfg: dict, given: set[str] | None) -> dict:
         if cfg[name] == saved.get(name, cfg[name]) and name != "resume":
             continue
         if name in SCHEDULE_SETTINGS:
-            raise TrainingError(f"--{name} cannot change when resuming: the run's learning-rate schedule was laid "
+            raise UserError(f"--{name} cannot change when resuming: the run's learning-rate schedule was laid "
                                 f"out for {name} {saved.get(name)!r} (warm-up and tail are fractions of Epoch); "
                                 f"resume without --{name} (--run_epochs N stops earlier), or start a new run "
                                 "from its weights with --model_path")
         if name not in RESUME_OVERRIDABLE:
-            raise TrainingError(f"--{name} cannot change when resuming (the run used {saved.get(name)!r}); "
+            raise UserError(f"--{name} cannot change when resuming (the run used {saved.get(name)!r}); "
                                 f"drop it, or start a new run without --resume")
         merged[name] = cfg[name]
     return merged
@@ -118,7 +118,7 @@ def setup_device(cfg: dict) -> tuple[int, int, int, torch.device]:
     if not cfg["distributed"]:
         return 0, 1, 0, torch.device("cuda" if cuda else "cpu")
     if "RANK" not in os.environ:
-        raise TrainingError("distributed=True needs torchrun, e.g. torchrun --nproc_per_node=2 train.py "
+        raise UserError("distributed=True needs torchrun, e.g. torchrun --nproc_per_node=2 train.py "
                             "--distributed True")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
@@ -134,7 +134,7 @@ def load_lfw(cfg: dict):
     try:
         return load_pairs(cfg["lfw_pairs_path"], cfg["lfw_dir_path"], folds=parse_folds(str(cfg["lfw_folds"])))
     except (OSError, ValueError) as err:
-        raise TrainingError(f"LFW evaluation: {err}; or train without it: --lfw_eval_flag False") from None
+        raise UserError(f"LFW evaluation: {err}; or train without it: --lfw_eval_flag False") from None
 
 
 @dataclass
@@ -165,7 +165,7 @@ def build_data(cfg: dict) -> Data:
     val_sets = load_sets(cfg["val_sets"], cfg["bin_folds"], (LFW_FOLDER_SET,) if lfw_pairs else ())
     names = [LFW_FOLDER_SET] * bool(lfw_pairs) + [s.name for s in val_sets]
     if cfg["best_set"] != LFW_FOLDER_SET and cfg["best_set"] not in names:
-        raise TrainingError(f"--best_set {cfg['best_set']} is none of the validation sets "
+        raise UserError(f"--best_set {cfg['best_set']} is none of the validation sets "
                             f"({', '.join(names) or 'none given'}); give one of them or lfw")
     teacher = teacher_for(cfg["teacher_path"], annotation.paths, path, 128) if cfg["teacher_path"] else None
     return Data(annotation, train_idx, val_idx, train_index, lfw_pairs, val_sets,
@@ -178,7 +178,7 @@ def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: b
                        cosine_classifier=cfg["classifier_loss"] != "softmax")
     if checkpoint is not None:
         if checkpoint["num_classes"] != num_classes:
-            raise TrainingError(f"{cfg['resume']}: was trained on {checkpoint['num_classes']} classes but "
+            raise UserError(f"{cfg['resume']}: was trained on {checkpoint['num_classes']} classes but "
                                 f"{cfg['annotation_path']} has {num_classes}; resume with the same annotation")
         model.load_state_dict(checkpoint["model"])
     elif cfg["model_path"]:
@@ -186,7 +186,7 @@ def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: b
     elif cfg["pretrained"]:
         path = cfg["backbone_path"]
         if not os.path.isfile(path):
-            raise TrainingError(f"{path}: no backbone weights; pretrained=True needs the {cfg['backbone']} "
+            raise UserError(f"{path}: no backbone weights; pretrained=True needs the {cfg['backbone']} "
                                 "backbone weights there (or --backbone_path FILE); nothing is downloaded")
         load_weights(model, path, purpose="backbone", verbose=verbose)
     return model
@@ -315,12 +315,12 @@ def restore(run: Session, checkpoint: dict) -> tuple[int, dict | None, str, list
     where = run.cfg["resume"]
     changed = run.schedule.differences(checkpoint.get("schedule", asdict(run.schedule)))
     if changed:
-        raise TrainingError(f"{where}: the learning-rate schedule would change ({'; '.join(changed)}), so the "
+        raise UserError(f"{where}: the learning-rate schedule would change ({'; '.join(changed)}), so the "
                             "run cannot continue exactly; resume with the run's settings, or start a new run "
                             "from its weights with --model_path")
     start = checkpoint["epoch"] + 1
     if run.cfg["Epoch"] <= start:
-        raise TrainingError(f"{where}: the run is complete ({start} of {run.cfg['Epoch']} epochs); its weights "
+        raise UserError(f"{where}: the run is complete ({start} of {run.cfg['Epoch']} epochs); its weights "
                             f"are beside it; to train on, start a new run with --model_path")
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     if run.precision.scaler is not None and checkpoint.get("scaler"):

@@ -34,9 +34,6 @@ CLASSIFIER_LOSSES = ("softmax", "arcface", "cosface")
 DIST_EPS = 1e-12
 
 
-class TrainingError(UserError, ValueError):
-    """Training cannot go on (bad setting, NaN loss); the message is one line saying what to do."""
-
 
 # ----------------------------------------------------------------------------- losses
 
@@ -84,7 +81,7 @@ def mined_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: f
         keep = positive.any(1) & has_negative
         return mean_of_violations((farthest_positive - nearest_negative + margin)[keep])
     if mining != "semihard":
-        raise TrainingError(f"mining must be one of {', '.join(MINING)}, not {mining!r}")
+        raise UserError(f"mining must be one of {', '.join(MINING)}, not {mining!r}")
     d_ap = d[:, :, None]
     d_an = d[:, None, :]
     semihard = negative[:, None, :] & (d_an > d_ap) & (d_an < d_ap + margin)
@@ -109,7 +106,7 @@ def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, kind: str, scale: 
         theta = target.clamp(-1 + 1e-7, 1 - 1e-7).acos()
         adjusted = torch.where(theta + margin < math.pi, (theta + margin).cos(), target - margin * math.sin(margin))
     else:
-        raise TrainingError(f"classifier_loss must be one of {', '.join(CLASSIFIER_LOSSES)}, not {kind!r}")
+        raise UserError(f"classifier_loss must be one of {', '.join(CLASSIFIER_LOSSES)}, not {kind!r}")
     return cosine.scatter(1, labels[:, None], adjusted) * scale
 
 
@@ -220,10 +217,10 @@ def lr_scheduler(lr_decay_type: str, lr: float, min_lr: float, total_iters: int,
     if lr_decay_type == "step":
         step_size = total_iters / step_num
         if step_size < 1:
-            raise TrainingError(f"lr_decay_type 'step' needs Epoch >= {step_num}; use --lr_decay_type cos")
+            raise UserError(f"lr_decay_type 'step' needs Epoch >= {step_num}; use --lr_decay_type cos")
         return Schedule("step", lr, min_lr, total_iters, step_size=step_size,
                         decay=(min_lr / lr) ** (1 / (step_num - 1)))
-    raise TrainingError(f"lr_decay_type must be 'cos' or 'step', not {lr_decay_type!r}")
+    raise UserError(f"lr_decay_type must be 'cos' or 'step', not {lr_decay_type!r}")
 
 
 def make_optimizer(params: Iterable[nn.Parameter], optimizer_type: str, lr: float, momentum: float,
@@ -233,7 +230,7 @@ def make_optimizer(params: Iterable[nn.Parameter], optimizer_type: str, lr: floa
         return torch.optim.Adam(params, lr, betas=(momentum, 0.999), weight_decay=weight_decay)
     if optimizer_type == "sgd":
         return torch.optim.SGD(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    raise TrainingError(f"optimizer_type must be 'adam' or 'sgd', not {optimizer_type!r}")
+    raise UserError(f"optimizer_type must be 'adam' or 'sgd', not {optimizer_type!r}")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -311,7 +308,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         values = all_mean(torch.stack([losses[k].detach() for k in KEYS]).to(torch.float64)).cpu()
         if not torch.isfinite(values[0]):
             bar.close()
-            raise TrainingError(f"{desc}: the loss became {values[0].item()} at step {steps + 1}; training "
+            raise UserError(f"{desc}: the loss became {values[0].item()} at step {steps + 1}; training "
                                 "stopped (the last saved checkpoint is intact): lower --Init_lr or use fp32")
         totals += values
         steps += 1

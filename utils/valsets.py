@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from utils.alignment import Alignment
-from utils.binset import DEFAULT_FOLDS, BinError, kfold_ids, read_bin
+from utils.binset import DEFAULT_FOLDS, kfold_ids, read_bin
 from utils.config import UserError
 from utils.image import ImageError
 from utils.lfw import LFWPairs, MissingLFWError, PairsError, evaluate_lfw, text_lines
@@ -58,12 +58,12 @@ def expand(spec: str | list | tuple) -> list[str]:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(".bin"))
             if not found:
-                raise BinError(f"{item}: a folder without .bin files; give .bin files or the folder holding them")
+                raise UserError(f"{item}: a folder without .bin files; give .bin files or the folder holding them")
             files += found
         elif item.lower().endswith((".bin", ".txt")):
             files.append(item)
         else:
-            raise BinError(f"{item}: not a .bin file, a folder of them or a pairs list (.txt)")
+            raise UserError(f"{item}: not a .bin file, a folder of them or a pairs list (.txt)")
     return files
 
 
