@@ -42,8 +42,7 @@ from PIL import Image
 from facenet import Facenet, facenet_kwargs, is_interactive_backend
 from utils import gallery as galleries
 from utils import identify
-from utils.checkpoint import (CheckpointError, figure_extensions, read_weights_info, save_figure,
-                              weights_info_path)
+from utils.checkpoint import figure_extensions, read_weights_info, save_figure, weights_info_path
 from utils.config import (Choice, Int, Number, OutputFile, OutputFolder, Text, UserError, check_number,
                           check_output_file, configure, given_names, print_settings, run_main, settings_of)
 from utils.image import ImageError, is_image_file, open_rgb
@@ -209,7 +208,7 @@ def set_gallery_threshold(model: Facenet, gallery: galleries.Gallery, max_strang
     try:
         table = None if table is None else open_set.check_table(table)
     except ValueError as err:
-        raise CheckpointError(f"{weights_info_path(model.weights)}: {err}; run eval_LFW.py again, "
+        raise UserError(f"{weights_info_path(model.weights)}: {err}; run eval_LFW.py again, "
                               "or delete the key") from None
     choice = open_set.choose_threshold(gallery.embeddings, np.array(gallery.names), galleries.DEFAULT_RULE,
                                        rate, table, model.threshold)

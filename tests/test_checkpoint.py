@@ -7,8 +7,9 @@ import torch
 
 from conftest import FIXTURES
 from nets.facenet import FacenetNet
-from utils.checkpoint import (CheckpointError, load_weights, model_settings, read_state_dict, read_weights_info,
+from utils.checkpoint import (load_weights, model_settings, read_state_dict, read_weights_info,
                               save_atomic, weights_info_path, write_text_atomic, write_weights_info)
+from utils.config import UserError
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_pytorch_port_inception_file_gives_backbone_and_reports_head(tmp_path):
     assert sorted(listed) == sorted(k for k in port if not k.startswith("logits."))
     path = str(tmp_path / "vggface2.pt")
     torch.save(port, path)
-    with pytest.raises(CheckpointError, match="incomplete"):
+    with pytest.raises(UserError, match="incomplete"):
         load_weights(FacenetNet("inception_resnetv1"), path, purpose="predict", verbose=False)
     model = FacenetNet("inception_resnetv1", num_classes=5)
     report = load_weights(model, path, purpose="train", verbose=False)
@@ -100,7 +101,7 @@ def bad_files(tmp_path, trained):
 @pytest.mark.parametrize("case", ["missing", "truncated", "jpeg", "empty", "not_tensors"])
 def test_bad_files_get_one_line_naming_the_file(tmp_path, trained, case):
     path = bad_files(tmp_path, trained)[case]
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(UserError) as info:
         load_weights(FacenetNet("mobilenet"), path, verbose=False)
     message = str(info.value)
     assert path in message and "\n" not in message
@@ -109,7 +110,7 @@ def test_bad_files_get_one_line_naming_the_file(tmp_path, trained, case):
 def test_weights_of_the_other_backbone_name_it(tmp_path, trained):
     path = str(tmp_path / "mobile.pth")
     torch.save(trained.state_dict(), path)
-    with pytest.raises(CheckpointError, match="'mobilenet'.*'inception_resnetv1'"):
+    with pytest.raises(UserError, match="'mobilenet'.*'inception_resnetv1'"):
         load_weights(FacenetNet("inception_resnetv1"), path, verbose=False)
 
 
@@ -117,11 +118,11 @@ def test_missing_backbone_entries_refused_for_inference(tmp_path, trained):
     sd = {k: v for k, v in trained.state_dict().items() if "stage3" not in k}
     path = str(tmp_path / "partial.pth")
     torch.save(sd, path)
-    with pytest.raises(CheckpointError, match="stage3"):
+    with pytest.raises(UserError, match="stage3"):
         load_weights(FacenetNet("mobilenet"), path, verbose=False)
     head_less = {k: v for k, v in trained.state_dict().items() if not k.startswith("last_bn")}
     torch.save(head_less, path)
-    with pytest.raises(CheckpointError, match="last_bn"):
+    with pytest.raises(UserError, match="last_bn"):
         load_weights(FacenetNet("mobilenet"), path, verbose=False)
 
 
@@ -172,7 +173,7 @@ def test_without_json_the_backbone_is_read_and_the_size_assumed(plain_weights):
 def test_bad_json_is_one_line_naming_it(plain_weights, info, words):
     with open(weights_info_path(plain_weights), "w") as handle:
         json.dump(info, handle)
-    with pytest.raises(CheckpointError, match=words) as error:
+    with pytest.raises(UserError, match=words) as error:
         model_settings(plain_weights)
     assert "ep001.json" in str(error.value) and "\n" not in str(error.value)
 
@@ -181,14 +182,14 @@ def test_nan_weights_are_refused(tmp_path, trained):
     state = {k: v.clone() for k, v in trained.state_dict().items()}
     state["Bottleneck.weight"][0, 0] = float("nan")
     torch.save(state, tmp_path / "nan.pth")
-    with pytest.raises(CheckpointError, match="NaN or infinite values .*Bottleneck.weight"):
+    with pytest.raises(UserError, match="NaN or infinite values .*Bottleneck.weight"):
         load_weights(FacenetNet("mobilenet"), str(tmp_path / "nan.pth"), verbose=False)
 
 
 def test_a_whole_pickled_model_is_named_with_how_to_save_a_state_dict(tmp_path):
     path = str(tmp_path / "whole.pth")
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path)
-    with pytest.raises(CheckpointError, match=r"holds a whole pickled model .*torch.save\(model.state_dict\(\)"):
+    with pytest.raises(UserError, match=r"holds a whole pickled model .*torch.save\(model.state_dict\(\)"):
         load_weights(FacenetNet("mobilenet"), path, verbose=False)
 
 

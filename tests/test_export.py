@@ -16,7 +16,7 @@ from conftest import ROOT
 from facenet import Facenet
 from nets.facenet import FacenetNet
 from test_facenet import SAMPLES, THRESHOLD, make_weights
-from utils.checkpoint import CheckpointError, load_weights
+from utils.checkpoint import load_weights
 from utils.config import UserError
 from utils.onnx_model import OnnxEmbedder, check_onnx_target, onnx_bytes
 from utils.runtime import SettingError
@@ -57,12 +57,12 @@ def test_onnx_settings_that_cannot_work_are_one_line_errors(exported, tmp_path):
     _, _, onnx_path = exported
     with pytest.raises(SettingError, match="runs in fp32"):
         Facenet(onnx_path=onnx_path, precision="bf16")
-    with pytest.raises(CheckpointError, match="exported for input_shape 64,64,3"):
+    with pytest.raises(UserError, match="exported for input_shape 64,64,3"):
         Facenet(onnx_path=onnx_path, input_shape=[112, 112, 3])
-    with pytest.raises(CheckpointError, match="no such ONNX file"):
+    with pytest.raises(UserError, match="no such ONNX file"):
         OnnxEmbedder(str(tmp_path / "absent.onnx"))
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(CheckpointError, match="not a usable ONNX model"):
+    with pytest.raises(UserError, match="not a usable ONNX model"):
         OnnxEmbedder(str(tmp_path / "junk.onnx"))
 
 

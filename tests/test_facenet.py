@@ -16,7 +16,6 @@ from conftest import ROOT, SHARED, requires_shared
 import facenet
 from facenet import FALLBACK_THRESHOLD, Facenet
 from nets.facenet import FacenetNet
-from utils.checkpoint import CheckpointError
 from utils.config import UserError
 from utils.image import ImageError
 
@@ -161,9 +160,8 @@ def test_threshold_sources(weights, tmp_path, capsys):
     assert "none stored beside" in capsys.readouterr().out
     with open(tmp_path / "facenet_test.json", "w") as handle:
         handle.write("{not json")
-    with pytest.raises(CheckpointError, match="facenet_test.json"):
+    with pytest.raises(UserError, match="facenet_test.json"):
         Facenet(model_path=bare, cuda=False)
-    from utils.config import UserError
     with pytest.raises(UserError, match="--threshold must be above 0 and at most 2, not 5"):
         Facenet(model_path=weights, cuda=False, threshold=5)
 
@@ -192,7 +190,7 @@ def test_one_path_where_a_list_belongs_and_paths_that_are_none_are_one_line_erro
 
 
 def test_missing_weights_and_unknown_setting(tmp_path):
-    with pytest.raises(CheckpointError, match="train.py") as info:
+    with pytest.raises(UserError, match="train.py") as info:
         Facenet(model_path=str(tmp_path / "none.pth"), cuda=False)
     assert "\n" not in str(info.value)
     with pytest.raises(TypeError, match="treshold"):
@@ -317,10 +315,9 @@ def broken_weights(directory, how: str) -> str:
 
 
 def test_broken_embeddings_are_never_a_bare_verdict(tmp_path):
-    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+    with pytest.raises(UserError, match="NaN or infinite values"):
         Facenet(model_path=broken_weights(tmp_path, "nan"), cuda=False)
     nan_model = Facenet(model_path=broken_weights(tmp_path, "nan_output"), cuda=False, align=False)
-    from utils.config import UserError
     with pytest.raises(UserError, match="NaN"):
         nan_model.distance(SAMPLES[0], SAMPLES[2])
     collapsed = Facenet(model_path=broken_weights(tmp_path, "collapsed"), cuda=False, align=False)
@@ -341,7 +338,7 @@ def test_bad_settings_and_a_bad_json_are_one_line_errors(weights, tmp_path):
     bad = make_weights(tmp_path, threshold=None)
     with open(os.path.splitext(bad)[0] + ".json", "w") as handle:
         json.dump({"input_shape": [112, 112]}, handle)
-    with pytest.raises(CheckpointError, match="facenet_test.json: input_shape takes height,width,channels"):
+    with pytest.raises(UserError, match="facenet_test.json: input_shape takes height,width,channels"):
         Facenet(model_path=bad, cuda=False)
 
 

@@ -38,9 +38,6 @@ PORT_HEAD_PREFIXES = ("last_linear.", "last_bn.", "logits.")
 BACKBONE_MARKERS = {"backbone.model.stage1.": "mobilenet", "backbone.model.conv2d_1a.": "inception_resnetv1"}
 
 
-class CheckpointError(UserError, ValueError):
-    """A weights file that cannot be used; the message is one line naming the file and the fix."""
-
 
 @dataclass
 class LoadReport:
@@ -73,25 +70,25 @@ def guess_backbone(state_dict: dict) -> str:
 
 def load_file(path: str, fix: str) -> object:
     """The one ``torch.load`` of the project: tensors and plain containers only (``weights_only``), so no
-    pickle from a user's file runs code; a file that cannot be read is a CheckpointError saying what it
+    pickle from a user's file runs code; a file that cannot be read is a UserError saying what it
     holds, with ``fix`` (what to do) for a damaged file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         names = unsafe_globals(path)
         if any(n.startswith("torch.nn.modules.") for n in names):
-            raise CheckpointError(f"{path}: holds a whole pickled model (torch.save(model)), which is not loaded "
+            raise UserError(f"{path}: holds a whole pickled model (torch.save(model)), which is not loaded "
                                   "because unpickling it could run code; where you trust the file, load it and save "
                                   "its weights: torch.save(model.state_dict(), 'weights.pth')") from None
         if names:
-            raise CheckpointError(f"{path}: holds pickled Python objects ({names[0]}), not only tensors, and is not "
+            raise UserError(f"{path}: holds pickled Python objects ({names[0]}), not only tensors, and is not "
                                   "loaded because unpickling them could run code; save plain tensors (a state_dict)"
                                   ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
+        raise UserError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
     except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, not a .pth file") from None
+        raise UserError(f"{path}: is a folder, not a .pth file") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, AttributeError):
-        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
+        raise UserError(f"{path}: not a readable PyTorch file (truncated, or not a .pth file); {fix}") from None
 
 
 def unsafe_globals(path: str) -> list[str]:
@@ -105,7 +102,7 @@ def unsafe_globals(path: str) -> list[str]:
 def read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Read ``path`` and return (state_dict in our naming, notes about what was converted)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such weights file; put the .pth file there or set --model_path")
+        raise UserError(f"{path}: no such weights file; put the .pth file there or set --model_path")
     obj = load_file(path, "download or copy the weights again")
     if isinstance(obj, dict):
         for key in WRAPPER_KEYS:
@@ -113,7 +110,7 @@ def read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: holds no state_dict of tensors (got {type(obj).__name__}); "
+        raise UserError(f"{path}: holds no state_dict of tensors (got {type(obj).__name__}); "
                               "expected FaceNet weights saved with torch.save(model.state_dict())")
     state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
     notes = []
@@ -142,7 +139,7 @@ def load_weights(model: nn.Module, path: str, purpose: str = "predict", verbose:
     ours = guess_backbone(target)
     theirs = guess_backbone(state_dict)
     if theirs != ours:
-        raise CheckpointError(f"{path}: these weights are for backbone {theirs!r} but the model is {ours!r}; "
+        raise UserError(f"{path}: these weights are for backbone {theirs!r} but the model is {ours!r}; "
                               f"set --backbone {theirs} or use weights for {ours}")
     if purpose == "backbone":
         state_dict = {k: v for k, v in state_dict.items() if k.startswith("backbone.")}
@@ -162,13 +159,13 @@ def load_weights(model: nn.Module, path: str, purpose: str = "predict", verbose:
 
     broken = [k for k, v in to_load.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
-        raise CheckpointError(f"{path}: {len(broken)} entries hold NaN or infinite values (first: {broken[0]}); "
+        raise UserError(f"{path}: {len(broken)} entries hold NaN or infinite values (first: {broken[0]}); "
                               "these weights are broken (a diverged training run?); use other weights")
     problems = report.missing + report.mismatched
     if purpose != "predict":
         problems = [k for k in problems if k.startswith("backbone.")]
     if problems:
-        raise CheckpointError(f"{path}: incomplete weights for backbone {theirs} ({len(problems)} entries "
+        raise UserError(f"{path}: incomplete weights for backbone {theirs} ({len(problems)} entries "
                               f"missing or of another shape, first: {', '.join(problems[:3])}); "
                               "refusing to run on random weights")
     if report.unexpected and all(k.startswith("classifier.") for k in report.unexpected):
@@ -312,7 +309,7 @@ def record_threshold(weights_path: str, backbone: str, input_shape: Sequence[int
 
 def read_weights_info(weights_path: str) -> dict:
     """The JSON beside ``weights_path`` ({} when there is none), its backbone, input_shape and threshold
-    checked; a bad value is a CheckpointError naming the file and the key."""
+    checked; a bad value is a UserError naming the file and the key."""
     path = weights_info_path(weights_path)
     if not os.path.isfile(path):
         return {}
@@ -322,17 +319,17 @@ def read_weights_info(weights_path: str) -> dict:
         if not isinstance(info, dict):
             raise ValueError
     except (OSError, ValueError):
-        raise CheckpointError(f"{path}: not a readable JSON object; run eval_LFW.py again, "
+        raise UserError(f"{path}: not a readable JSON object; run eval_LFW.py again, "
                               "or delete it and give --backbone, --input_shape and --threshold") from None
     fix = "correct or delete it"
     if "backbone" in info and info["backbone"] not in BACKBONES:
-        raise CheckpointError(f"{path}: backbone must be one of {', '.join(BACKBONES)}, "
+        raise UserError(f"{path}: backbone must be one of {', '.join(BACKBONES)}, "
                               f"not {info['backbone']!r}; {fix}")
     if info.get("input_shape") is not None:
         try:
             info["input_shape"] = check_input_shape("input_shape", info["input_shape"])
         except UserError as err:
-            raise CheckpointError(f"{path}: {str(err).lstrip('-')}; {fix}") from None
+            raise UserError(f"{path}: {str(err).lstrip('-')}; {fix}") from None
     if info.get("threshold") is not None:
         info["threshold"] = check_threshold(info["threshold"], path)
     return {k: v for k, v in info.items() if v is not None}
@@ -341,7 +338,7 @@ def read_weights_info(weights_path: str) -> dict:
 def check_threshold(value: object, source: str) -> float:
     """A distance threshold must be a number in (0, 2]: distances of unit vectors lie in [0, 2]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
-        raise CheckpointError(f"{source}: threshold must be a number above 0 and at most 2, not {value!r}")
+        raise UserError(f"{source}: threshold must be a number above 0 and at most 2, not {value!r}")
     return float(value)
 
 
@@ -371,7 +368,7 @@ def model_settings(weights_path: str, backbone: str | None = None, input_shape: 
     if backbone is None:
         backbone = info.get("backbone") or guess_backbone(read_state_dict(weights_path)[0])
         if backbone not in BACKBONES:
-            raise CheckpointError(f"{weights_path}: cannot tell the backbone from the file; set --backbone")
+            raise UserError(f"{weights_path}: cannot tell the backbone from the file; set --backbone")
     elif "backbone" in info and info["backbone"] != backbone:
         messages.append(f"warning: --backbone {backbone} contradicts {where} (backbone {info['backbone']}); "
                         f"using {backbone}")

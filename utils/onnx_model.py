@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.checkpoint import CheckpointError, weights_info_path
+from utils.checkpoint import weights_info_path
 from utils.config import UserError, check_output_file
 from utils.runtime import inference_copy
 
@@ -75,7 +75,7 @@ def onnx_bytes(model: nn.Module, input_shape: list[int], opset: int = DEFAULT_OP
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                         dynamic_shapes=({0: batch},), optimize=True, external_data=False)
     except ImportError as err:
-        raise CheckpointError(f"ONNX export needs {err.name or 'onnx'}: pip install -r requirements.txt") from None
+        raise UserError(f"ONNX export needs {err.name or 'onnx'}: pip install -r requirements.txt") from None
     return program.model_proto.SerializeToString()
 
 
@@ -84,22 +84,22 @@ class OnnxEmbedder:
 
     def __init__(self, path: str, threads: int = 0) -> None:
         if not os.path.isfile(path):
-            raise CheckpointError(f"{path}: no such ONNX file; write it with python export.py or set --onnx_path")
+            raise UserError(f"{path}: no such ONNX file; write it with python export.py or set --onnx_path")
         try:
             import onnxruntime
         except ImportError:
-            raise CheckpointError("running an ONNX file needs onnxruntime: pip install -r requirements.txt") from None
+            raise UserError("running an ONNX file needs onnxruntime: pip install -r requirements.txt") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
             self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own classes for every kind of bad file
-            raise CheckpointError(f"{path}: not a usable ONNX model ({type(err).__name__}); export it again "
+            raise UserError(f"{path}: not a usable ONNX model ({type(err).__name__}); export it again "
                             "with python export.py") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shape = inputs[0].shape if len(inputs) == 1 else []
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]) or shape[1] != 3 or len(outputs) != 1:
-            raise CheckpointError(f"{path}: not a FaceNet embedding model (input {shape}); "
+            raise UserError(f"{path}: not a FaceNet embedding model (input {shape}); "
                                   "export it with python export.py")
         self.input_name = inputs[0].name
         self.input_shape = [shape[2], shape[3], shape[1]]

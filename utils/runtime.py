@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from nets.facenet import FacenetNet
-from utils.checkpoint import (CheckpointError, ModelSettings, fmt_shape, load_weights, model_settings,
+from utils.checkpoint import (ModelSettings, fmt_shape, load_weights, model_settings,
                               read_weights_info, threshold_setting, weights_info_path)
 from utils.config import UserError
 
@@ -123,7 +123,7 @@ def load_embedder(model_path: str, backbone: str | None, input_shape: list[int] 
     """The weights ``model_path`` (loaded strictly) as an ``Embedder``, and the settings found for them:
     each of backbone, input_shape and threshold given wins, else the weights' JSON, else a stated default."""
     if not os.path.isfile(model_path):
-        raise CheckpointError(f"{model_path}: no weights file; copy the trained facenet_{backbone or 'mobilenet'}"
+        raise UserError(f"{model_path}: no weights file; copy the trained facenet_{backbone or 'mobilenet'}"
                               ".pth there, or train with train.py and pass --model_path logs/<weights>.pth")
     found = model_settings(model_path, backbone, input_shape, threshold, default_input_shape)
     net = FacenetNet(backbone=found.backbone)
@@ -143,7 +143,7 @@ def load_onnx_embedder(onnx_path: str, backbone: str | None, input_shape: list[i
         raise SettingError("an ONNX file runs in fp32; leave --precision fp32 with --onnx_path")
     runner = OnnxEmbedder(onnx_path)
     if input_shape is not None and list(input_shape) != runner.input_shape:
-        raise CheckpointError(f"{onnx_path}: exported for input_shape {fmt_shape(runner.input_shape)}, not "
+        raise UserError(f"{onnx_path}: exported for input_shape {fmt_shape(runner.input_shape)}, not "
                               f"{fmt_shape(input_shape)}; leave --input_shape unset or export again with "
                               "python export.py --input_shape ...")
     info = read_weights_info(onnx_path)
