@@ -36,7 +36,7 @@ import torch
 from utils.align_folder import FAILURES_FILE, align_tree, check_folders
 from utils.alignment import MODES
 from utils.config import (INPUT_SIDES, Bool, Choice, Int, List, Number, OutputFolder, Text, UserError,
-                          check_values, configure, print_settings, run_main, settings_of)
+                          configure, print_settings, run_main, settings_of)
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
 RULES = {
@@ -48,8 +48,7 @@ RULES = {
 
 
 def check_settings() -> None:
-    """Every setting checked before any work; a bad one is a UserError naming it."""
-    check_values(settings_of(globals()), RULES)
+    """The checks that RULES (applied by configure) cannot make: settings that must agree, the GPU, the folders."""
     if margin >= image_size:
         raise UserError(f"--margin must be below --image_size ({image_size}), not {margin}")
     if device == "cuda" and not torch.cuda.is_available():

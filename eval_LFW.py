@@ -43,7 +43,7 @@ from nets.facenet import BACKBONES, FacenetNet
 from utils.alignment import alignment_of, folder_alignment, mismatch_warning
 from utils.checkpoint import (figure_extensions, file_sha256, load_weights, model_settings, read_weights_info,
                               record_threshold, weights_info_path, write_json)
-from utils.config import (Bool, Choice, Int, Opt, OutputFile, Shape, Text, UserError, check_values, configure,
+from utils.config import (Bool, Choice, Int, Opt, OutputFile, Shape, Text, UserError, configure,
                           print_settings, run_main, settings_of)
 from utils.image import ImageError
 from utils.lfw import evaluate_lfw, load_pairs, parse_folds, save_roc_plot, unaligned_warning
@@ -63,8 +63,7 @@ RULES = {
 
 
 def check_settings() -> None:
-    """Every setting checked before anything is loaded; a bad one is a UserError naming it."""
-    check_values(settings_of(globals()), RULES)
+    """The checks that RULES (applied by configure) cannot make: folds, and outputs that name an input."""
     parse_folds(str(folds))
     inputs = {"--model_path": model_path, "the weights' JSON": weights_info_path(model_path),
               "--lfw_pairs_path": lfw_pairs_path}

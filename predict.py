@@ -33,7 +33,6 @@ dir_save_path = "img_out/"                       # dir_predict: where the drawn 
 #------------------------------------------------------------------
 import os
 import sys
-import tempfile
 from typing import Callable
 
 import numpy as np
@@ -43,8 +42,8 @@ from facenet import Facenet, facenet_kwargs, is_interactive_backend
 from utils import gallery as galleries
 from utils import identify
 from utils.checkpoint import figure_extensions, read_weights_info, save_figure, weights_info_path
-from utils.config import (Choice, Int, Number, OutputFile, OutputFolder, Text, UserError, check_number,
-                          check_output_file, configure, given_names, print_settings, run_main, settings_of)
+from utils.config import (Choice, Int, Number, OutputFile, OutputFolder, Text, UserError, configure,
+                          given_names, print_settings, run_main, settings_of)
 from utils.image import ImageError, is_image_file, open_rgb
 
 MODES = ("verify", "identify", "dir", "video", "fps", "dir_predict")
@@ -91,22 +90,10 @@ def ask(prompt: str, read: Callable[[str], object]) -> object:
             print(f"error: {err}", file=sys.stderr)
 
 
-def check_outputs(outputs: dict[str, tuple[str, tuple[str, ...]]], inputs: list[str],
-                  photo_folders: list[str]) -> None:
-    """Stop before any work when an output (name -> path, extensions) cannot be written: a folder that
-    cannot hold files (found by creating a temporary file there, as /proc cannot), an input of this
-    run, or an image inside a folder of photos the next run would read."""
-    for name, (path, extensions) in outputs.items():
-        check_output_file(name, path, extensions)
-        folder = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(folder):
-            folder = os.path.dirname(folder)
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as err:
-            raise UserError(f"--{name} {path}: {folder} cannot hold files ({err.strerror}); "
-                            "choose a path in another folder") from None
+def check_outputs(outputs: dict[str, str], inputs: list[str], photo_folders: list[str]) -> None:
+    """Stop before any work when an output (setting name -> path) is an input of this run, or an image
+    inside a folder of photos the next run would read. (Whether it can be written at all, RULES checked.)"""
+    for name, path in outputs.items():
         target = os.path.realpath(path)
         if any(os.path.realpath(item) == target for item in inputs if item):
             raise UserError(f"--{name} {path}: is also an input of this run; choose another file")
@@ -162,7 +149,7 @@ def run_verify(paths: list[str]) -> None:
     if len(paths) == 1:
         raise UserError("give two image files to compare, or none to be asked for them")
     if figure:
-        check_outputs({"figure_path": (figure_path, figure_extensions())}, [model_path, onnx_path, *map(user_path, paths)], [])
+        check_outputs({"figure_path": figure_path}, [model_path, onnx_path, *map(user_path, paths)], [])
     model = Facenet(**facenet_kwargs(settings_of(globals())), verbose=True)
     if paths:
         compare(model, *map(user_path, paths))
@@ -200,7 +187,6 @@ def set_gallery_threshold(model: Facenet, gallery: galleries.Gallery, max_strang
     strangers named (utils.open_set, from the weights' impostor table in their JSON and the gallery
     itself) and print it and why; a threshold the user gave is kept."""
     from utils import open_set  # here: it imports scikit-learn (seconds), which the verify mode never needs
-    rate = check_number("max_stranger_rate", max_stranger_rate, 0, 0.5, low_open=True)
     if given:
         print(f"threshold {model.threshold:.3f} (--threshold); --max_stranger_rate not used")
         return
@@ -211,21 +197,20 @@ def set_gallery_threshold(model: Facenet, gallery: galleries.Gallery, max_strang
         raise UserError(f"{weights_info_path(model.weights)}: {err}; run eval_LFW.py again, "
                               "or delete the key") from None
     choice = open_set.choose_threshold(gallery.embeddings, np.array(gallery.names), galleries.DEFAULT_RULE,
-                                       rate, table, model.threshold)
+                                       max_stranger_rate, table, model.threshold)
     model.threshold = choice.threshold
     print(choice.reason)
 
 
-def known_people(outputs: dict[str, tuple[str, tuple[str, ...]]], inputs: list[str],
+def known_people(outputs: dict[str, str], inputs: list[str],
                  photo_folders: list[str]) -> tuple[Facenet, galleries.PersonSearch]:
     """The model (aligning every photo) and the search over the gallery, its threshold set, once the
     outputs of the run are known to be writable."""
-    check_outputs({"gallery_path": (gallery_path, (".npz",)), **outputs}, [model_path, onnx_path, *inputs],
+    check_outputs({"gallery_path": gallery_path, **outputs}, [model_path, onnx_path, *inputs],
                   [gallery_dir, *photo_folders])
     print_settings({"mode": mode, "gallery_dir": gallery_dir, "gallery_path": gallery_path,
                     "max_stranger_rate": max_stranger_rate,
                     **({"dir_path": dir_path, "csv_path": csv_path} if mode == "dir" else {})})
-    check_number("max_stranger_rate", max_stranger_rate, 0, 0.5, low_open=True)
     model = Facenet(**{**facenet_kwargs(settings_of(globals())), "align": True}, verbose=True)
     gallery = open_gallery(model, gallery_dir, gallery_path)
     set_gallery_threshold(model, gallery, max_stranger_rate, threshold is not None)
@@ -283,7 +268,7 @@ def run_identify(paths: list[str]) -> None:
     if len(paths) > 1:
         raise UserError("identify takes one photo (or none, to be asked for photos)")
     photos = [user_path(p) for p in paths]
-    model, search = known_people({"figure_path": (figure_path, figure_extensions())} if figure else {}, photos, [])
+    model, search = known_people({"figure_path": figure_path} if figure else {}, photos, [])
     if photos:
         identify_photo(model, search, photos[0])
         return
@@ -298,7 +283,7 @@ def run_dir(paths: list[str]) -> None:
     """Every face of every photo under ``dir_path`` against the gallery, one CSV row each."""
     if paths:
         raise UserError("dir mode takes no photo: set --dir_path to the folder of photos and --csv_path for the table")
-    model, search = known_people({"csv_path": (csv_path, (".csv",))}, [], [dir_path])
+    model, search = known_people({"csv_path": csv_path}, [], [dir_path])
     try:
         counts = identify.identify_folder(model, search, dir_path, csv_path)
     except identify.Interrupted as stop:

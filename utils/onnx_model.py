@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -36,17 +35,7 @@ def check_onnx_target(target: str, inputs: list[str]) -> str:
                     os.path.abspath(output) == os.path.abspath(source):
                 raise UserError(f"--onnx_path {target}: would overwrite {source}, an input of this export; "
                                 "give another file name ending in .onnx")
-    check_output_file("onnx_path", target, (".onnx",))
-    folder = os.path.dirname(os.path.abspath(target))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as err:
-        raise UserError(f"--onnx_path {target}: {folder} cannot hold files ({err.strerror}); "
-                        "choose another folder") from None
-    return target
+    return check_output_file("onnx_path", target, (".onnx",))
 
 
 class EmbedFunction(nn.Module):

@@ -4,7 +4,7 @@ Video I/O is OpenCV's (``cv2.VideoCapture`` / ``cv2.VideoWriter``, its headless 
 so mp4v in .mp4 and MJPG in .avi work on a plain Linux install). Faces are detected and named only every
 ``detect_interval`` frames and followed in between by utils/tracking.py, whose per-track vote keeps
 names steady. This module gets the recogniser as a callable (image -> matches with box, name, distance)
-from predict.py, so it works with any model and gallery.
+by its caller (predict.py), so it works with any model and gallery.
 """
 from __future__ import annotations
 
