@@ -23,6 +23,7 @@ compile = False                 # torch.compile the training step's model (a one
 annotation_path = "cls_train.txt"  # or a face pack train.rec (+ train.idx), insightface's or txt_annotation.py's
 input_shape = [160, 160, 3]     # height, width, channels
 backbone = "mobilenet"          # mobilenet | inception_resnetv1
+dropout_keep_prob = 0.5         # share of the pooled features kept by the head's dropout in training (1 = none)
 model_path = ""                 # whole-model weights to start from (fine-tuning); "" = none.
                                 # The original defaulted to model_data/facenet_mobilenet.pth; a given
                                 # path that does not exist is an error, never silently skipped.
@@ -86,7 +87,8 @@ from utils.training import CLASSIFIER_LOSSES
 RULES = {
     "cuda": Bool(alias="Cuda"), "seed": Int(0), "distributed": Bool(), "sync_bn": Bool(),
     "precision": Choice("auto", *PRECISIONS), "compile": Bool(), "annotation_path": Text(), "input_shape": Shape(),
-    "backbone": Choice(*BACKBONES), "model_path": Text(), "pretrained": Bool(), "backbone_path": Text(),
+    "backbone": Choice(*BACKBONES),
+    "dropout_keep_prob": Number(0, 1, above=True), "model_path": Text(), "pretrained": Bool(), "backbone_path": Text(),
     "resume": Text(), "batch_size": Int(1), "Init_Epoch": Int(0), "Epoch": Int(1), "run_epochs": Int(0),
     "Init_lr": Number(0, above=True), "Min_lr": Opt(Number(0)), "optimizer_type": Choice("adam", "sgd"),
     "momentum": Number(0, 1, below=True), "weight_decay": Number(0), "lr_decay_type": Choice("cos", "step"),

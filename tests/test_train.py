@@ -341,3 +341,11 @@ def test_annotation_ids_with_gaps_train_as_contiguous_classes(data, tmp_path, mo
     built = build_data(config(annotation_path=str(sparse)))
     assert built.annotation.num_classes == len({l.split(";")[0] for l in lines})
     assert any("largest" in n for n in built.notes)
+
+
+@pytest.mark.parametrize("keep", [0.5, 1.0])
+def test_dropout_keep_prob_reaches_the_head(keep):
+    from utils.trainer import build_model
+    cfg = {"backbone": "mobilenet", "dropout_keep_prob": keep, "classifier_loss": "softmax", "model_path": "",
+           "pretrained": False}
+    assert build_model(cfg, 3, None, verbose=False).Dropout.p == pytest.approx(1 - keep)

@@ -174,7 +174,7 @@ def build_data(cfg: dict) -> Data:
 
 def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> FacenetNet:
     """The network, from the checkpoint, the given weights, the pretrained backbone or scratch."""
-    model = FacenetNet(cfg["backbone"], num_classes=num_classes,
+    model = FacenetNet(cfg["backbone"], dropout_keep_prob=cfg["dropout_keep_prob"], num_classes=num_classes,
                        cosine_classifier=cfg["classifier_loss"] != "softmax")
     if checkpoint is not None:
         if checkpoint["num_classes"] != num_classes:

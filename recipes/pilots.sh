@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The pilots that chose the second stage of the shipped recipe, on people that are not LFW sets 8-10:
+# trained on cls_train.txt without the people of LFW sets 6-7, scored on the official pairs of sets 6-7.
+# Needs steps 1-3 of recipes/train_shipped_mobilenet.sh (lfw/, cls_train.txt, datasets/teacher_dlib.npz).
+# Usage: bash recipes/pilots.sh [SIZE] [EPOCHS] [STAGE2_EPOCHS] [GROUPS]   (defaults 64 5 3 "stage2 losses";
+# run from the repo root). Two runs go side by side with one thread each (2-core CPU, about 6 minutes a pair
+# at the defaults). Each run is scored on the official pairs of sets 6-7 (eval_LFW.py) and by open-set
+# identification among the people of sets 6-7 (recipes.eval_identification: rank-1 with one gallery image
+# each, known probes named correctly at 1% strangers named); one line each in logs/pilots_<SIZE>/summary.txt.
+#   stage2:  a  stage-1 recipe (dropout keep 0.5)    b  a without dropout    c  b, distillation only
+#            d  b with weight decay 5e-5    e  a continued without dropout at peak lr 0.1    f  e at 0.03
+#   losses:  g  b with 3x the in-batch similarity weight    h  b without it
+#            i  b with 64 free images a batch (8 people x 4 for the triplets)
+set -euo pipefail
+size=${1:-64}
+epochs=${2:-5}
+stage2=${3:-3}
+groups=${4:-stage2 losses}
+out=logs/pilots_${size}
+python -m recipes.hold_out_sets --held_out_sets 6,7 --output_path cls_pilot.txt
+
+common=(--annotation_path cls_pilot.txt --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk
+        --images_per_person 4 --mining semihard --augment True --batch_size 96 --tail_ratio 0.05 --num_workers 0
+        --input_shape "$size,$size,3" --lfw_eval_flag False --teacher_path datasets/teacher_dlib.npz
+        --distill_weight 10 --distill_pair_weight 10 --free_images 32)
+
+train_and_score() {
+    local name=$1 length=$2; shift 2
+    local dir=$out/$name
+    OMP_NUM_THREADS=1 python train.py "${common[@]}" --Epoch "$length" --save_period "$length" "$@" \
+        --save_dir "$dir" > "$dir.log" 2>&1
+    OMP_NUM_THREADS=1 python eval_LFW.py --model_path "$dir/last_epoch_weights.pth" --input_shape "$size,$size,3" \
+        --folds 6,7 --num_workers 0 --json_save_path "$dir/sets_6_7.json" --png_save_path "$dir/roc.png" \
+        > "$dir.eval.log" 2>&1
+    OMP_NUM_THREADS=1 python -m recipes.eval_identification --model_path "$dir/last_epoch_weights.pth" \
+        --input_shape "$size,$size,3" --lfw_sets 6,7 --num_workers 0 --small_galleries "" \
+        --json_save_path "$dir/identification_6_7.json" > "$dir.ident.log" 2>&1
+    local ident
+    ident=$(grep -A3 -m1 '^One image per person' "$dir.ident.log" | grep -E 'rank-1|chosen threshold' | tr -s ' ')
+    echo "$name $*: $(grep -m1 -E '^ +accuracy ' "$dir.eval.log" | tr -s ' ');$(echo $ident)" >> "$out/summary.txt"
+}
+
+mkdir -p "$out"
+if [[ " $groups " == *" stage2 "* ]]; then
+    train_and_score a "$epochs" & train_and_score b "$epochs" --dropout_keep_prob 1.0 & wait
+    train_and_score c "$epochs" --dropout_keep_prob 1.0 --triplet_weight 0 --ce_weight 0 &
+    train_and_score d "$epochs" --dropout_keep_prob 1.0 --weight_decay 5e-5 & wait
+    from_a=(--model_path "$out/a/last_epoch_weights.pth" --dropout_keep_prob 1.0)
+    train_and_score e "$stage2" "${from_a[@]}" & train_and_score f "$stage2" "${from_a[@]}" --Init_lr 0.03 & wait
+fi
+if [[ " $groups " == *" losses "* ]]; then
+    if [[ ! -f $out/b/last_epoch_weights.pth ]]; then   # the baseline, when the stage2 group did not run
+        train_and_score b "$epochs" --dropout_keep_prob 1.0 &
+    fi
+    train_and_score g "$epochs" --dropout_keep_prob 1.0 --distill_pair_weight 30 & wait
+    train_and_score h "$epochs" --dropout_keep_prob 1.0 --distill_pair_weight 0 &
+    train_and_score i "$epochs" --dropout_keep_prob 1.0 --free_images 64 & wait
+fi
+cat "$out/summary.txt"
