@@ -55,6 +55,8 @@ cls_margin = 0.5                # arcface: angular margin m (radians); cosface: 
 teacher_path = ""               # teacher file of recipes/teacher_embeddings.py; "" = no distillation
 distill_weight = 1.0            # weight of 1 - cos(student, teacher) (with teacher_path)
 distill_pair_weight = 0.0       # weight of the in-batch similarity mismatch to the teacher
+distill_pair_target = "centred" # similarities matched: the centred teacher's | raw: the raw teacher's,
+                                # mapped so that two random faces have 0 (its open-set order kept)
 letterbox_image = True          # keep the aspect ratio with grey padding; False = plain resize
 augment = False                 # light augmentation (scale, shift, rotation, colour) on top of the flip
 val_split = 0.01                # share of images held out for the validation loss
@@ -97,6 +99,7 @@ RULES = {
     "free_images": Int(0), "triplet_weight": Number(0), "ce_weight": Number(0),
     "classifier_loss": Choice(*CLASSIFIER_LOSSES), "cls_scale": Number(0), "cls_margin": Number(0),
     "teacher_path": Text(), "distill_weight": Number(0), "distill_pair_weight": Number(0),
+    "distill_pair_target": Choice("centred", "raw"),
     "letterbox_image": Bool(), "augment": Bool(), "val_split": Number(0, 1, below=True), "save_period": Int(1),
     "save_dir": OutputFolder(), "num_workers": Choice("auto") | Int(0), "lfw_eval_flag": Bool(),
     "lfw_dir_path": Text(), "lfw_pairs_path": Text(), "lfw_folds": Text(), "val_sets": Text(), "best_set": Text(),

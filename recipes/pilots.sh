@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The pilots that chose the second stage of the shipped recipe, on people that are not LFW sets 8-10:
-# trained on cls_train.txt without the people of LFW sets 6-7, scored on the official pairs of sets 6-7.
+# Pilots that choose training settings on people that are not LFW sets 8-10 (the stage2 group chose the
+# second stage of the shipped recipe): trained on cls_train.txt without the people of LFW sets 6-7.
 # Needs steps 1-3 of recipes/train_shipped_mobilenet.sh (lfw/, cls_train.txt, datasets/teacher_dlib.npz).
-# Usage: bash recipes/pilots.sh [SIZE] [EPOCHS] [STAGE2_EPOCHS] [GROUPS]   (defaults 64 5 3 "stage2 losses";
+# Usage: bash recipes/pilots.sh [SIZE] [EPOCHS] [STAGE2_EPOCHS] [GROUPS]   (defaults 64 5 3 "stage2 losses geometry";
 # run from the repo root). Two runs go side by side with one thread each (2-core CPU, about 6 minutes a pair
 # at the defaults). Each run is scored on the official pairs of sets 6-7 (eval_LFW.py) and by open-set
 # identification among the people of sets 6-7 (recipes.eval_identification: rank-1 with one gallery image
@@ -11,11 +11,13 @@
 #            d  b with weight decay 5e-5    e  a continued without dropout at peak lr 0.1    f  e at 0.03
 #   losses:  g  b with 3x the in-batch similarity weight    h  b without it
 #            i  b with 64 free images a batch (8 people x 4 for the triplets)
+#   geometry: j  b matching the raw teacher's in-batch similarities (--distill_pair_target raw)
+#             k  j with 3x the in-batch similarity weight            (both groups run b first when absent)
 set -euo pipefail
 size=${1:-64}
 epochs=${2:-5}
 stage2=${3:-3}
-groups=${4:-stage2 losses}
+groups=${4:-stage2 losses geometry}
 out=logs/pilots_${size}
 python -m recipes.hold_out_sets --held_out_sets 6,7 --output_path cls_pilot.txt
 
@@ -27,6 +29,7 @@ common=(--annotation_path cls_pilot.txt --optimizer_type sgd --Init_lr 0.1 --wei
 train_and_score() {
     local name=$1 length=$2; shift 2
     local dir=$out/$name
+    [[ -f $dir/identification_6_7.json ]] && return    # scored already: a rerun goes on with the rest
     OMP_NUM_THREADS=1 python train.py "${common[@]}" --Epoch "$length" --save_period "$length" "$@" \
         --save_dir "$dir" > "$dir.log" 2>&1
     OMP_NUM_THREADS=1 python eval_LFW.py --model_path "$dir/last_epoch_weights.pth" --input_shape "$size,$size,3" \
@@ -49,11 +52,14 @@ if [[ " $groups " == *" stage2 "* ]]; then
     train_and_score e "$stage2" "${from_a[@]}" & train_and_score f "$stage2" "${from_a[@]}" --Init_lr 0.03 & wait
 fi
 if [[ " $groups " == *" losses "* ]]; then
-    if [[ ! -f $out/b/last_epoch_weights.pth ]]; then   # the baseline, when the stage2 group did not run
-        train_and_score b "$epochs" --dropout_keep_prob 1.0 &
-    fi
+    train_and_score b "$epochs" --dropout_keep_prob 1.0 &   # the baseline (skipped when scored already)
     train_and_score g "$epochs" --dropout_keep_prob 1.0 --distill_pair_weight 30 & wait
     train_and_score h "$epochs" --dropout_keep_prob 1.0 --distill_pair_weight 0 &
     train_and_score i "$epochs" --dropout_keep_prob 1.0 --free_images 64 & wait
+fi
+if [[ " $groups " == *" geometry "* ]]; then
+    train_and_score b "$epochs" --dropout_keep_prob 1.0 &
+    train_and_score j "$epochs" --dropout_keep_prob 1.0 --distill_pair_target raw & wait
+    train_and_score k "$epochs" --dropout_keep_prob 1.0 --distill_pair_target raw --distill_pair_weight 30
 fi
 cat "$out/summary.txt"

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.distill import (TeacherError, distill_loss, read_teacher, save_teacher, similarity_loss, teacher_for,
+from utils.distill import (TeacherError, chance_similarity, distill_loss, read_teacher, save_teacher, similarity_loss, teacher_for,
                            teacher_key)
 
 
@@ -25,6 +25,27 @@ def test_distill_loss_is_one_minus_the_mean_cosine():
     assert distill_loss(s, t).item() == pytest.approx(1 - (0.6 + 1.0) / 2)
     # the in-batch similarity of the student is 0, of the teacher 0.8: two off-diagonal entries
     assert similarity_loss(s, t).item() == pytest.approx(0.8 ** 2)
+
+
+def test_raw_similarities_are_mapped_so_that_chance_is_zero(tmp_path):
+    # a raw teacher with a large common component: random pairs have a high cosine
+    annotation = str(tmp_path / "cls_train.txt")
+    images = [str(tmp_path / "faces" / f"{i}" / "1.jpg") for i in range(40)]
+    vectors = np.random.default_rng(1).normal(size=(40, 2, 16)) * 0.5 + 2.0
+    path = write(tmp_path, [teacher_key(p, annotation) for p in images], vectors)
+    raw = teacher_for(path, images, annotation, 16, centre=False)
+    rows = raw.reshape(-1, 16).double()
+    sims = rows @ rows.T
+    chance = chance_similarity(raw)
+    assert chance == pytest.approx(sims.mean().item(), abs=1e-6) and chance > 0.8
+    assert abs(chance_similarity(teacher_for(path, images, annotation, 16))) < 0.01  # centred: about 0
+    # the target is (s - chance) / (1 - chance): a student with exactly those similarities has no loss,
+    # and chance 0 is the plain term
+    t = raw[:6, 0]
+    target = (t @ t.T - chance) / (1 - chance)
+    assert similarity_loss(t, t, chance).item() == pytest.approx(((t @ t.T - target)[~torch.eye(6, dtype=bool)])
+                                                                 .pow(2).mean().item(), rel=1e-5)
+    assert similarity_loss(t, t, chance).item() > 0.1 and similarity_loss(t, t, 0.0).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_a_gradient_step_moves_the_student_towards_the_teacher():

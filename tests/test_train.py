@@ -349,3 +349,21 @@ def test_dropout_keep_prob_reaches_the_head(keep):
     cfg = {"backbone": "mobilenet", "dropout_keep_prob": keep, "classifier_loss": "softmax", "model_path": "",
            "pretrained": False}
     assert build_model(cfg, 3, None, verbose=False).Dropout.p == pytest.approx(1 - keep)
+
+
+def test_raw_pair_target_gives_the_criterion_the_raw_teacher(data, tmp_path):
+    import numpy as np
+    from utils.dataloader import read_annotation
+    from utils.distill import save_teacher, teacher_key
+    from utils.trainer import build_criterion, build_data
+    annotation = str(data / "cls_train.txt")
+    keys = [teacher_key(p, annotation) for p in read_annotation(annotation).paths]
+    vectors = np.random.default_rng(0).normal(size=(len(keys), 2, 128)) + 3.0  # a common component
+    save_teacher(str(tmp_path / "t.npz"), keys, vectors, [])
+    plain = build_criterion(cfg := config(annotation_path=annotation, teacher_path=str(tmp_path / "t.npz")),
+                            build_data(cfg))
+    assert plain.pair_teacher is None and plain.pair_chance == 0.0
+    raw = build_criterion(cfg := config(annotation_path=annotation, teacher_path=str(tmp_path / "t.npz"),
+                                        distill_pair_target="raw"), build_data(cfg))
+    assert raw.pair_teacher.shape == raw.teacher.shape and 0.8 < raw.pair_chance < 1.0
+    assert not torch.allclose(raw.pair_teacher, raw.teacher)  # raw, not centred

@@ -9,7 +9,10 @@ L2-normalised embedding towards the teacher's centred, normalised descriptor of 
 Centring matters: dlib's descriptors share a large common component (the mean descriptor has 91% of
 their norm, and two random faces have cosine 0.83), so without it the student can reach cosine 0.9 with
 the teacher by matching that mean alone and learns little about identity. Centred, two random faces
-have cosine about 0 and the whole sphere carries identity, as in the student's own embedding.
+have cosine about 0 and the whole sphere carries identity, as in the student's own embedding. Centring
+and renormalising each descriptor changes the order of some pairs, though: the in-batch similarity term can
+instead match the raw teacher's similarities, shifted and scaled so that random faces have 0 (train.py's
+``distill_pair_target raw``).
 """
 from __future__ import annotations
 
@@ -67,9 +70,10 @@ def read_teacher(path: str) -> tuple[list[str], np.ndarray, list[str]]:
     return keys, embeddings, missing
 
 
-def teacher_for(path: str, image_paths: list[str], annotation_path: str, embedding_size: int) -> torch.Tensor:
+def teacher_for(path: str, image_paths: list[str], annotation_path: str, embedding_size: int,
+                centre: bool = True) -> torch.Tensor:
     """The teacher's descriptors of every annotated image, (N, 2, D) in annotation order, centred on
-    their mean (over the images and both views) and normalised.
+    their mean (over the images and both views) when ``centre``, and normalised.
 
     Every image must have an entry and D must equal the student's embedding size: training on a partial
     teacher would silently drop the loss for some images.
@@ -86,8 +90,15 @@ def teacher_for(path: str, image_paths: list[str], annotation_path: str, embeddi
                            f"(first: {', '.join(absent[:3])}); recompute it for {annotation_path} with "
                            "python -m recipes.teacher_embeddings, or drop those images from the annotation")
     table = torch.from_numpy(embeddings[[row[k] for k in wanted]]).double()
-    table -= table.reshape(-1, table.shape[2]).mean(0)
+    if centre:
+        table -= table.reshape(-1, table.shape[2]).mean(0)
     return F.normalize(table, dim=2).float()
+
+
+def chance_similarity(table: torch.Tensor) -> float:
+    """The mean cosine similarity of two random rows of a normalised (N, 2, D) teacher table: the squared
+    norm of its mean row (0.83 for dlib's raw descriptors, about 0 once centred)."""
+    return float(table.reshape(-1, table.shape[2]).double().mean(0).pow(2).sum())
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -98,10 +109,15 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (1.0 - (student * teacher).sum(1)).mean()
 
 
-def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of the in-batch cosine similarities of distinct images (relational term)."""
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor, chance: float = 0.0) -> torch.Tensor:
+    """Mean squared difference of the in-batch cosine similarities of distinct images (relational term).
+
+    The teacher's similarities s are mapped to (s - chance) / (1 - chance), so that two random faces
+    (``chance``, see chance_similarity) come out at 0 as in the student's embedding, in the teacher's order.
+    """
     n = len(student)
     if n < 2:
         return student.new_zeros(())
     off = ~torch.eye(n, dtype=torch.bool, device=student.device)
-    return ((student @ student.T - teacher @ teacher.T)[off]).pow(2).mean()
+    target = (teacher @ teacher.T - chance) / (1.0 - chance)
+    return ((student @ student.T - target)[off]).pow(2).mean()

@@ -24,7 +24,7 @@ from utils.config import UserError, print_settings
 from utils.dataloader import (Annotation, PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
                               check_trainable, contiguous_ids, make_loader, repeated_lines, split_train_val,
                               validation_triplets)
-from utils.distill import teacher_for
+from utils.distill import chance_similarity, teacher_for
 from utils.recordio import dataset_for, read_training_data, training_alignment
 from utils.runtime import network_threads, resolve_workers, training_precision
 from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, Schedule, fit_lr,
@@ -149,6 +149,7 @@ class Data:
     val_sets: list                  # utils.valsets.ValSet, scored after every epoch besides LFW
     alignment: dict | None          # how the training faces were aligned (written beside the weights)
     teacher: torch.Tensor | None
+    pair_teacher: torch.Tensor | None   # the raw teacher for the similarity term (distill_pair_target raw)
     notes: list[str]                # what the user should know about the annotation
 
 
@@ -167,9 +168,13 @@ def build_data(cfg: dict) -> Data:
     if cfg["best_set"] != LFW_FOLDER_SET and cfg["best_set"] not in names:
         raise UserError(f"--best_set {cfg['best_set']} is none of the validation sets "
                             f"({', '.join(names) or 'none given'}); give one of them or lfw")
-    teacher = teacher_for(cfg["teacher_path"], annotation.paths, path, 128) if cfg["teacher_path"] else None
+    teacher = pair_teacher = None
+    if cfg["teacher_path"]:
+        teacher = teacher_for(cfg["teacher_path"], annotation.paths, path, 128)
+        if cfg["distill_pair_target"] == "raw":
+            pair_teacher = teacher_for(cfg["teacher_path"], annotation.paths, path, 128, centre=False)
     return Data(annotation, train_idx, val_idx, train_index, lfw_pairs, val_sets,
-                training_alignment(annotation, cfg["alignment"]), teacher, notes)
+                training_alignment(annotation, cfg["alignment"]), teacher, pair_teacher, notes)
 
 
 def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> FacenetNet:
@@ -223,9 +228,11 @@ def build_optimizer(cfg: dict, model: FacenetNet, schedule: Schedule) -> torch.o
                           cfg["weight_decay"])
 
 
-def build_criterion(cfg: dict, teacher: torch.Tensor | None) -> Criterion:
+def build_criterion(cfg: dict, data: Data) -> Criterion:
+    chance = chance_similarity(data.pair_teacher) if data.pair_teacher is not None else 0.0
     return Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"], cfg["classifier_loss"],
-                     cfg["cls_scale"], cfg["cls_margin"], teacher, cfg["distill_weight"], cfg["distill_pair_weight"])
+                     cfg["cls_scale"], cfg["cls_margin"], data.teacher, cfg["distill_weight"],
+                     cfg["distill_pair_weight"], data.pair_teacher, chance)
 
 
 def build_loaders(cfg: dict, data: Data, rank: int, world: int, device: torch.device,
@@ -307,7 +314,7 @@ def setup(cfg: dict, checkpoint: dict | None) -> Session:
         log("note: no validation triplets (val_split too small for this dataset); val_loss is nan")
     return Session(cfg, rank, world, device, workers, data, model, model_train, schedule,
                    build_optimizer(cfg, model, schedule), Precision.named(precision_name),
-                   build_criterion(cfg, data.teacher), batches, loader, val_loader, saved=cfg["resume"] or None)
+                   build_criterion(cfg, data), batches, loader, val_loader, saved=cfg["resume"] or None)
 
 
 def restore(run: Session, checkpoint: dict) -> tuple[int, dict | None, str, list]:

@@ -117,7 +117,9 @@ class Criterion:
 
     ``classifier_loss`` "softmax" is plain cross-entropy of the logits; "arcface" / "cosface" expect the
     cosines of a cosine classifier and add the margin ``cls_margin`` at scale ``cls_scale``. ``teacher``
-    is the (N, 2, D) table of utils.distill.teacher_for, indexed by the batch's views.
+    is the (N, 2, D) table of utils.distill.teacher_for, indexed by the batch's views; the similarity term
+    matches ``pair_teacher`` instead when given (another table of the same views, whose random pairs have
+    mean similarity ``pair_chance``).
     """
 
     margin: float = 0.2
@@ -130,6 +132,8 @@ class Criterion:
     teacher: torch.Tensor | None = None
     distill_weight: float = 0.0
     pair_weight: float = 0.0
+    pair_teacher: torch.Tensor | None = None
+    pair_chance: float = 0.0
 
     def __call__(self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                  views: torch.Tensor | None = None, mining: str | None = None) -> dict[str, torch.Tensor]:
@@ -149,7 +153,9 @@ class Criterion:
         if self.teacher is not None and views is not None:
             target = self.teacher[views // 2, views % 2].to(embeddings.device)
             distill = distill_loss(embeddings, target)
-            pairs = similarity_loss(embeddings, target)
+            if self.pair_teacher is not None:
+                target = self.pair_teacher[views // 2, views % 2].to(embeddings.device)
+            pairs = similarity_loss(embeddings, target, self.pair_chance)
         loss = self.triplet_weight * triplet + self.ce_weight * ce + self.distill_weight * distill \
             + self.pair_weight * pairs
         return {"loss": loss, "triplet": triplet, "ce": ce, "distill": distill, "accuracy": accuracy}
