@@ -3,7 +3,7 @@
 # second stage of the shipped recipe): trained on cls_train.txt without the people of LFW sets 6-7.
 # Needs steps 1-3 of recipes/train_shipped_mobilenet.sh (lfw/, cls_train.txt, datasets/teacher_dlib.npz).
 # Usage: bash recipes/pilots.sh [SIZE] [EPOCHS] [STAGE2_EPOCHS] [GROUPS]   (defaults 64 5 3 "stage2 losses geometry";
-# run from the repo root). Two runs go side by side with one thread each (2-core CPU, about 6 minutes a pair
+# run from the repo root). Two runs go side by side with one thread each (2-core CPU, about 8 minutes a pair
 # at the defaults). Each run is scored on the official pairs of sets 6-7 (eval_LFW.py) and by open-set
 # identification among the people of sets 6-7 (recipes.eval_identification: rank-1 with one gallery image
 # each, known probes named correctly at 1% strangers named); one line each in logs/pilots_<SIZE>/summary.txt.
