@@ -13,6 +13,7 @@
 #            i  b with 64 free images a batch (8 people x 4 for the triplets)
 #   geometry: j  b matching the raw teacher's in-batch similarities (--distill_pair_target raw)
 #             k  j with 3x the in-batch similarity weight            (both groups run b first when absent)
+#             l  e matching the raw teacher's similarities (when the stage2 group has trained a)
 set -euo pipefail
 size=${1:-64}
 epochs=${2:-5}
@@ -60,6 +61,10 @@ fi
 if [[ " $groups " == *" geometry "* ]]; then
     train_and_score b "$epochs" --dropout_keep_prob 1.0 &
     train_and_score j "$epochs" --dropout_keep_prob 1.0 --distill_pair_target raw & wait
-    train_and_score k "$epochs" --dropout_keep_prob 1.0 --distill_pair_target raw --distill_pair_weight 30
+    if [[ -f $out/a/last_epoch_weights.pth ]]; then
+        train_and_score l "$stage2" --model_path "$out/a/last_epoch_weights.pth" --dropout_keep_prob 1.0 \
+            --distill_pair_target raw &
+    fi
+    train_and_score k "$epochs" --dropout_keep_prob 1.0 --distill_pair_target raw --distill_pair_weight 30 & wait
 fi
 cat "$out/summary.txt"
