@@ -89,8 +89,8 @@ from utils.training import CLASSIFIER_LOSSES
 RULES = {
     "cuda": Bool(alias="Cuda"), "seed": Int(0), "distributed": Bool(), "sync_bn": Bool(),
     "precision": Choice("auto", *PRECISIONS), "compile": Bool(), "annotation_path": Text(), "input_shape": Shape(),
-    "backbone": Choice(*BACKBONES),
-    "dropout_keep_prob": Number(0, 1, above=True), "model_path": Text(), "pretrained": Bool(), "backbone_path": Text(),
+    "backbone": Choice(*BACKBONES), "dropout_keep_prob": Number(0, 1, above=True), "model_path": Text(),
+    "pretrained": Bool(), "backbone_path": Text(),
     "resume": Text(), "batch_size": Int(1), "Init_Epoch": Int(0), "Epoch": Int(1), "run_epochs": Int(0),
     "Init_lr": Number(0, above=True), "Min_lr": Opt(Number(0)), "optimizer_type": Choice("adam", "sgd"),
     "momentum": Number(0, 1, below=True), "weight_decay": Number(0), "lr_decay_type": Choice("cos", "step"),

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.distill import (TeacherError, chance_similarity, distill_loss, read_teacher, save_teacher, similarity_loss, teacher_for,
-                           teacher_key)
+from utils.distill import (TeacherError, chance_similarity, distill_loss, read_teacher, save_teacher, similarity_loss,
+                           teacher_key, teacher_rows, teacher_targets)
 
 
 def unit(rows: int, dim: int = 8, seed: int = 0) -> torch.Tensor:
@@ -33,19 +33,21 @@ def test_raw_similarities_are_mapped_so_that_chance_is_zero(tmp_path):
     images = [str(tmp_path / "faces" / f"{i}" / "1.jpg") for i in range(40)]
     vectors = np.random.default_rng(1).normal(size=(40, 2, 16)) * 0.5 + 2.0
     path = write(tmp_path, [teacher_key(p, annotation) for p in images], vectors)
-    raw = teacher_for(path, images, annotation, 16, centre=False)
-    rows = raw.reshape(-1, 16).double()
-    sims = rows @ rows.T
+    rows = teacher_rows(path, images, annotation, 16)
+    raw = teacher_targets(rows, centre=False)
+    flat = raw.reshape(-1, 16).double()
+    sims = flat @ flat.T
     chance = chance_similarity(raw)
     assert chance == pytest.approx(sims.mean().item(), abs=1e-6) and chance > 0.8
-    assert abs(chance_similarity(teacher_for(path, images, annotation, 16))) < 0.01  # centred: about 0
+    assert abs(chance_similarity(teacher_targets(rows))) < 0.01  # centred: about 0
     # the target is (s - chance) / (1 - chance): a student with exactly those similarities has no loss,
     # and chance 0 is the plain term
     t = raw[:6, 0]
     target = (t @ t.T - chance) / (1 - chance)
     assert similarity_loss(t, t, chance).item() == pytest.approx(((t @ t.T - target)[~torch.eye(6, dtype=bool)])
                                                                  .pow(2).mean().item(), rel=1e-5)
-    assert similarity_loss(t, t, chance).item() > 0.1 and similarity_loss(t, t, 0.0).item() == pytest.approx(0, abs=1e-6)
+    assert similarity_loss(t, t, chance).item() > 0.1
+    assert similarity_loss(t, t, 0.0).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_a_gradient_step_moves_the_student_towards_the_teacher():
@@ -75,7 +77,7 @@ def test_teacher_file_round_trip_in_annotation_order(tmp_path):
     assert keys == ["faces/b/1.jpg", "faces/a/1.jpg"]
     vectors = np.random.default_rng(0).normal(size=(2, 2, 128)) * 3 + 10  # a large common component
     path = write(tmp_path, keys[::-1], vectors[::-1], missing=["faces/c/1.jpg"])
-    table = teacher_for(path, images, annotation, 128)
+    table = teacher_targets(teacher_rows(path, images, annotation, 128))
     assert table.shape == (2, 2, 128) and table.dtype == torch.float32
     assert torch.allclose(table.norm(dim=2), torch.ones(2, 2))  # normalised
     centred = torch.from_numpy(vectors[0, 1] - vectors.reshape(-1, 128).mean(0)).float()
@@ -90,25 +92,25 @@ def test_teacher_file_errors_are_one_line(tmp_path):
     keys = [teacher_key(p, annotation) for p in images]
     partial = write(tmp_path, keys[:2], np.ones((2, 2, 128)))
     with pytest.raises(TeacherError, match=r"3 of 5 training images have no teacher entry \(first: x/2.jpg"):
-        teacher_for(partial, images, annotation, 128)
+        teacher_rows(partial, images, annotation, 128)
     small = write(tmp_path, keys, np.ones((5, 2, 64)))
     with pytest.raises(TeacherError, match="64 dimensions but the student's embedding has 128"):
-        teacher_for(small, images, annotation, 128)
+        teacher_rows(small, images, annotation, 128)
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a zip file")
     with pytest.raises(TeacherError, match="not a readable teacher file"):
-        teacher_for(str(broken), images, annotation, 128)
+        teacher_rows(str(broken), images, annotation, 128)
     with pytest.raises(TeacherError, match="no such teacher file"):
-        teacher_for(str(tmp_path / "none.npz"), images, annotation, 128)
+        teacher_rows(str(tmp_path / "none.npz"), images, annotation, 128)
     renamed = tmp_path / "renamed.npz"  # a .npy array under an .npz name
     with open(renamed, "wb") as handle:
         np.save(handle, np.ones((5, 2, 128), np.float32))
     with pytest.raises(TeacherError, match="holds one array, not a teacher file"):
-        teacher_for(str(renamed), images, annotation, 128)
+        teacher_rows(str(renamed), images, annotation, 128)
     flat = write(tmp_path, keys, np.ones((5, 128)))
     with pytest.raises(TeacherError, match=r"expected \(5, 2, D\)"):
-        teacher_for(flat, images, annotation, 128)
+        teacher_rows(flat, images, annotation, 128)
     bad = np.ones((5, 2, 128))
     bad[1, 0, 3] = np.nan
     with pytest.raises(TeacherError, match="NaN"):
-        teacher_for(write(tmp_path, keys, bad), images, annotation, 128)
+        teacher_rows(write(tmp_path, keys, bad), images, annotation, 128)

@@ -70,10 +70,8 @@ def read_teacher(path: str) -> tuple[list[str], np.ndarray, list[str]]:
     return keys, embeddings, missing
 
 
-def teacher_for(path: str, image_paths: list[str], annotation_path: str, embedding_size: int,
-                centre: bool = True) -> torch.Tensor:
-    """The teacher's descriptors of every annotated image, (N, 2, D) in annotation order, centred on
-    their mean (over the images and both views) when ``centre``, and normalised.
+def teacher_rows(path: str, image_paths: list[str], annotation_path: str, embedding_size: int) -> torch.Tensor:
+    """The teacher's stored descriptors of every annotated image, (N, 2, D) float64 in annotation order.
 
     Every image must have an entry and D must equal the student's embedding size: training on a partial
     teacher would silently drop the loss for some images.
@@ -89,10 +87,15 @@ def teacher_for(path: str, image_paths: list[str], annotation_path: str, embeddi
         raise TeacherError(f"{path}: {len(absent)} of {len(wanted)} training images have no teacher entry "
                            f"(first: {', '.join(absent[:3])}); recompute it for {annotation_path} with "
                            "python -m recipes.teacher_embeddings, or drop those images from the annotation")
-    table = torch.from_numpy(embeddings[[row[k] for k in wanted]]).double()
+    return torch.from_numpy(embeddings[[row[k] for k in wanted]]).double()
+
+
+def teacher_targets(rows: torch.Tensor, centre: bool = True) -> torch.Tensor:
+    """Training targets from teacher_rows: centred on their mean (over the images and both views) when
+    ``centre``, and normalised; float32."""
     if centre:
-        table -= table.reshape(-1, table.shape[2]).mean(0)
-    return F.normalize(table, dim=2).float()
+        rows = rows - rows.reshape(-1, rows.shape[2]).mean(0)
+    return F.normalize(rows, dim=2).float()
 
 
 def chance_similarity(table: torch.Tensor) -> float:

@@ -24,7 +24,7 @@ from utils.config import UserError, print_settings
 from utils.dataloader import (Annotation, PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
                               check_trainable, contiguous_ids, make_loader, repeated_lines, split_train_val,
                               validation_triplets)
-from utils.distill import chance_similarity, teacher_for
+from utils.distill import chance_similarity, teacher_rows, teacher_targets
 from utils.recordio import dataset_for, read_training_data, training_alignment
 from utils.runtime import network_threads, resolve_workers, training_precision
 from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, Schedule, fit_lr,
@@ -170,9 +170,10 @@ def build_data(cfg: dict) -> Data:
                             f"({', '.join(names) or 'none given'}); give one of them or lfw")
     teacher = pair_teacher = None
     if cfg["teacher_path"]:
-        teacher = teacher_for(cfg["teacher_path"], annotation.paths, path, 128)
+        rows = teacher_rows(cfg["teacher_path"], annotation.paths, path, 128)
+        teacher = teacher_targets(rows)
         if cfg["distill_pair_target"] == "raw":
-            pair_teacher = teacher_for(cfg["teacher_path"], annotation.paths, path, 128, centre=False)
+            pair_teacher = teacher_targets(rows, centre=False)
     return Data(annotation, train_idx, val_idx, train_index, lfw_pairs, val_sets,
                 training_alignment(annotation, cfg["alignment"]), teacher, pair_teacher, notes)
 

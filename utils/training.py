@@ -117,7 +117,7 @@ class Criterion:
 
     ``classifier_loss`` "softmax" is plain cross-entropy of the logits; "arcface" / "cosface" expect the
     cosines of a cosine classifier and add the margin ``cls_margin`` at scale ``cls_scale``. ``teacher``
-    is the (N, 2, D) table of utils.distill.teacher_for, indexed by the batch's views; the similarity term
+    is the (N, 2, D) table of utils.distill.teacher_targets, indexed by the batch's views; the similarity term
     matches ``pair_teacher`` instead when given (another table of the same views, whose random pairs have
     mean similarity ``pair_chance``).
     """
