@@ -6,7 +6,8 @@
 # run from the repo root). Two runs go side by side with one thread each (2-core CPU, about 8 minutes a pair
 # at the defaults). Each run is scored on the official pairs of sets 6-7 (eval_LFW.py) and by open-set
 # identification among the people of sets 6-7 (recipes.eval_identification: rank-1 with one gallery image
-# each, known probes named correctly at 1% strangers named); one line each in logs/pilots_<SIZE>/summary.txt.
+# each, known probes named correctly at 1% strangers named); one line each in logs/pilots_<SIZE>/summary.txt,
+# after the hashes of the inputs. Two runs of one command on one machine give the same weights bit for bit.
 #   stage2:  a  stage-1 recipe (dropout keep 0.5)    b  a without dropout    c  b, distillation only
 #            d  b with weight decay 5e-5    e  a continued without dropout at peak lr 0.1    f  e at 0.03
 #   losses:  g  b with 3x the in-batch similarity weight    h  b without it
@@ -14,6 +15,8 @@
 #   geometry: j  b matching the raw teacher's in-batch similarities (--distill_pair_target raw)
 #             k  j with 3x the in-batch similarity weight            (both groups run b first when absent)
 #             l  e matching the raw teacher's similarities (when the stage2 group has trained a)
+#   seeds:   a, e and l again at seeds 12 and 13 (a_s12 ...), and a_s12 twice (a_s12_again: do two runs of
+#            one command in one checkout agree?)
 set -euo pipefail
 size=${1:-64}
 epochs=${2:-5}
@@ -45,6 +48,7 @@ train_and_score() {
 }
 
 mkdir -p "$out"
+sha256sum cls_pilot.txt datasets/teacher_dlib.npz >> "$out/summary.txt"   # the inputs, to compare checkouts
 if [[ " $groups " == *" stage2 "* ]]; then
     train_and_score a "$epochs" & train_and_score b "$epochs" --dropout_keep_prob 1.0 & wait
     train_and_score c "$epochs" --dropout_keep_prob 1.0 --triplet_weight 0 --ce_weight 0 &
@@ -66,5 +70,15 @@ if [[ " $groups " == *" geometry "* ]]; then
             --distill_pair_target raw &
     fi
     train_and_score k "$epochs" --dropout_keep_prob 1.0 --distill_pair_target raw --distill_pair_weight 30 & wait
+fi
+if [[ " $groups " == *" seeds "* ]]; then
+    train_and_score a_s12 "$epochs" --seed 12 & train_and_score a_s12_again "$epochs" --seed 12 & wait
+    train_and_score a_s13 "$epochs" --seed 13 &
+    from_a12=(--model_path "$out/a_s12/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 12)
+    from_a13=(--model_path "$out/a_s13/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 13)
+    train_and_score e_s12 "$stage2" "${from_a12[@]}" & wait
+    train_and_score l_s12 "$stage2" "${from_a12[@]}" --distill_pair_target raw &
+    train_and_score e_s13 "$stage2" "${from_a13[@]}" & wait
+    train_and_score l_s13 "$stage2" "${from_a13[@]}" --distill_pair_target raw & wait
 fi
 cat "$out/summary.txt"

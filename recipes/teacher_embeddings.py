@@ -60,12 +60,24 @@ def start_worker(folder: str) -> None:
                dlib.face_recognition_model_v1(os.path.join(folder, RECOGNITION_FILE)))
 
 
+def face_chip(image: np.ndarray, ratio: float) -> np.ndarray:
+    """dlib's 150x150 chip of an aligned crop (HWC uint8): 5 landmarks found in the crop's centre
+    without the margin (``ratio`` = margin / image size); needs start_worker in this process."""
+    import dlib
+    h, w = image.shape[:2]
+    box = dlib.rectangle(int(w * ratio / 2), int(h * ratio / 2), int(w * (1 - ratio / 2)), int(h * (1 - ratio / 2)))
+    return dlib.get_face_chip(image, _models[0](image, box), size=150, padding=0.25)
+
+
+def descriptors(chips: list[np.ndarray]) -> np.ndarray:
+    """The teacher's raw descriptors (n, 128) float32 of 150x150 chips; needs start_worker in this process."""
+    return np.asarray(_models[1].compute_face_descriptor(chips), np.float32).reshape(len(chips), -1)
+
+
 def describe(job: tuple[list[str], float, bool]) -> tuple[np.ndarray, list[str]]:
     """Descriptors (n, views, 128) of the images (and of their mirrors when ``mirrors``: views 2, else 1);
     NaN rows and a reason for failures."""
-    import dlib
     paths, ratio, mirrors = job
-    landmarks, recognition = _models
     chips, failed = [], []
     for path in paths:
         try:
@@ -74,18 +86,14 @@ def describe(job: tuple[list[str], float, bool]) -> tuple[np.ndarray, list[str]]
             failed.append(str(err))
             chips.append(None)
             continue
-        h, w = image.shape[:2]
-        box = dlib.rectangle(int(w * ratio / 2), int(h * ratio / 2),
-                             int(w * (1 - ratio / 2)), int(h * (1 - ratio / 2)))
-        chips.append(dlib.get_face_chip(image, landmarks(image, box), size=150, padding=0.25))
+        chips.append(face_chip(image, ratio))
         failed.append("")
     good = [c for c in chips if c is not None]
     views = 2 if mirrors else 1
     out = np.full((len(paths), views, 128), np.nan, np.float32)
     if good:
         flipped = [np.ascontiguousarray(c[:, ::-1]) for c in good] if mirrors else []
-        found = recognition.compute_face_descriptor(good + flipped)
-        found = np.asarray(found, np.float32).reshape(views, len(good), 128).transpose(1, 0, 2)
+        found = descriptors(good + flipped).reshape(views, len(good), -1).transpose(1, 0, 2)
         out[[i for i, c in enumerate(chips) if c is not None]] = found
     return out, failed
 

@@ -33,14 +33,16 @@ python train.py --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler
     --distill_pair_weight 10 --lfw_folds 8,9,10 --lfw_dir_path lfw --save_dir logs/mobilenet_112
 
 # 4b. Stage 2: a new run from stage 1's last weights, without the head's dropout, for 28 more epochs of a
-#    fresh cosine schedule at the same peak rate; both choices made by recipes/pilots.sh on LFW sets 6-7.
+#    fresh cosine schedule at the same peak rate, the in-batch similarity term matching the raw teacher's
+#    similarities; all three choices made by recipes/pilots.sh on LFW sets 6-7.
 #    LFW sets 8-10 are scored after every epoch for the learning curve only: the shipped weights are the
 #    last epoch's, not the best.
 python train.py --model_path logs/mobilenet_112/last_epoch_weights.pth --dropout_keep_prob 1.0 \
     --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk --images_per_person 4 \
     --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 28 --tail_ratio 0.05 \
     --num_workers 1 --input_shape 112,112,3 --teacher_path datasets/teacher_dlib.npz --distill_weight 10 \
-    --distill_pair_weight 10 --lfw_folds 8,9,10 --lfw_dir_path lfw --save_dir logs/mobilenet_112_stage2
+    --distill_pair_weight 10 --distill_pair_target raw --lfw_folds 8,9,10 --lfw_dir_path lfw \
+    --save_dir logs/mobilenet_112_stage2
 
 # 5. Ship: plain state_dict of the last epoch, then its LFW numbers. The held-out evaluation (sets 8-10,
 #    people never seen in training) gives the threshold that facenet.py reads from

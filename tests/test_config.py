@@ -231,7 +231,7 @@ def test_an_output_folder_may_be_made_but_not_be_a_file(tmp_path):
 
 SCRIPTS = ["train.py", "eval_LFW.py", "align_dataset.py", "predict.py", "facenet.py", "export.py",
            "txt_annotation.py", "-m recipes.lfw_bin", "-m recipes.make_trainset", "-m recipes.teacher_lfw",
-           "-m recipes.teacher_embeddings", "-m recipes.eval_identification"]
+           "-m recipes.teacher_embeddings", "-m recipes.teacher_views", "-m recipes.eval_identification"]
 
 
 @pytest.mark.slow
