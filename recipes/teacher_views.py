@@ -23,7 +23,7 @@ import numpy as np
 from recipes.teacher_embeddings import descriptors, face_chip, find_models, start_worker
 from utils.config import Int, Number, Text, UserError, configure, print_settings, run_main, settings_of
 from utils.dataloader import light_augment, read_annotation
-from utils.distill import read_teacher, teacher_key
+from utils.distill import teacher_rows
 from utils.image import ImageError, open_rgb
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
@@ -47,8 +47,7 @@ def summary(shift: np.ndarray) -> str:
 def main() -> None:
     print_settings(settings_of(globals()))
     annotation = read_annotation(annotation_path)
-    keys, stored, _ = read_teacher(teacher_path)
-    row = {k: i for i, k in enumerate(keys)}
+    stored = teacher_rows(teacher_path, annotation.paths, annotation_path, 128).numpy()  # annotation order
     centre = stored.reshape(-1, stored.shape[2]).mean(0)
     start_worker(find_models(models_dir))
     rng = np.random.default_rng(seed)
@@ -69,11 +68,10 @@ def main() -> None:
         same = np.flatnonzero(annotation.labels == annotation.labels[i])
         same = same[same != i]
         if len(same):
-            others.append([row.get(teacher_key(annotation.paths[j], annotation_path)) for j in (i, same[0])])
-    others = np.array([pair for pair in others if None not in pair])
-    if not len(others):
-        raise UserError(f"{teacher_path}: describes none of the chosen images' people twice; "
-                        f"is it the teacher file of {annotation_path}?")
+            others.append((i, same[0]))
+    if not others:
+        raise UserError(f"{annotation_path}: none of the chosen images' people has a second image")
+    others = np.array(others)
     print(f"{len(chosen)} images x {views} augmented views, 1 - cos to the plain crop's descriptor:")
     print(f"  raw                            {summary(one_minus_cos(augmented, plain[:, None]))}")
     print(f"  centred (distillation targets) {summary(one_minus_cos(augmented, plain[:, None], centre))}")
