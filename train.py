@@ -57,8 +57,12 @@ distill_weight = 1.0            # weight of 1 - cos(student, teacher) (with teac
 distill_pair_weight = 0.0       # weight of the in-batch similarity mismatch to the teacher
 distill_pair_target = "centred" # similarities matched: the centred teacher's | raw: the raw teacher's,
                                 # mapped so that two random faces have 0 (its open-set order kept)
+distill_bank_weight = 0.0       # weight of the bank term: the student's softmax over the teacher's descriptors of
+                                # all training images pulled towards the teacher's own (utils.distill.bank_loss)
+distill_bank_temperature = 0.1  # temperature of those softmaxes (cosines / temperature)
 letterbox_image = True          # keep the aspect ratio with grey padding; False = plain resize
 augment = False                 # light augmentation (scale, shift, rotation, colour) on top of the flip
+augment_strength = 1.0          # widens augment's ranges by this factor (2: scale 0.8-1.2, shift 10%, 10 degrees)
 val_split = 0.01                # share of images held out for the validation loss
 save_period = 1                 # write ep*.pth every save_period epochs
 save_dir = "logs"
@@ -99,8 +103,10 @@ RULES = {
     "free_images": Int(0), "triplet_weight": Number(0), "ce_weight": Number(0),
     "classifier_loss": Choice(*CLASSIFIER_LOSSES), "cls_scale": Number(0), "cls_margin": Number(0),
     "teacher_path": Text(), "distill_weight": Number(0), "distill_pair_weight": Number(0),
-    "distill_pair_target": Choice("centred", "raw"),
-    "letterbox_image": Bool(), "augment": Bool(), "val_split": Number(0, 1, below=True), "save_period": Int(1),
+    "distill_pair_target": Choice("centred", "raw"), "distill_bank_weight": Number(0),
+    "distill_bank_temperature": Number(0, above=True),
+    "letterbox_image": Bool(), "augment": Bool(),
+    "augment_strength": Number(0, above=True), "val_split": Number(0, 1, below=True), "save_period": Int(1),
     "save_dir": OutputFolder(), "num_workers": Choice("auto") | Int(0), "lfw_eval_flag": Bool(),
     "lfw_dir_path": Text(), "lfw_pairs_path": Text(), "lfw_folds": Text(), "val_sets": Text(), "best_set": Text(),
     "bin_folds": Int(2), "alignment": Choice("auto", "crop", "warp", "none"),

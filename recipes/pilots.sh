@@ -17,6 +17,14 @@
 #             l  e matching the raw teacher's similarities (when the stage2 group has trained a)
 #   seeds:   a, e and l again at seeds 12 and 13 (a_s12 ...), and a_s12 twice (a_s12_again: do two runs of
 #            one command in one checkout agree?)
+#   augment: l at seeds 12 and 13 with the augmentation's ranges widened 2x and 3x (m_s12, n_s12 ...; needs
+#            the seeds group's a_s12 and a_s13). Rule, fixed before it ran: stage 2 takes the strength whose
+#            mean over the two seeds is highest, if it beats l's own (l_s12, l_s13) mean.
+#   bank:    l at seeds 12 and 13 with the bank term (--distill_bank_weight): o weight 2 at temperature 0.1,
+#            p weight 1 at 0.05 (about the size of the 1 - cos term at the start). Rule as for augment.
+#   long:    l, m_s12 and o_s12 again as longer continuations (give STAGE2_EPOCHS 12): l_long, m_long, o_long,
+#            three side by side. Rule, fixed before it ran: m or o goes into stage 2 only if it beats l_long
+#            by more than 1 point on sets 6-7 (the larger when both do).
 set -euo pipefail
 size=${1:-64}
 epochs=${2:-5}
@@ -80,5 +88,29 @@ if [[ " $groups " == *" seeds "* ]]; then
     train_and_score l_s12 "$stage2" "${from_a12[@]}" --distill_pair_target raw &
     train_and_score e_s13 "$stage2" "${from_a13[@]}" & wait
     train_and_score l_s13 "$stage2" "${from_a13[@]}" --distill_pair_target raw & wait
+fi
+if [[ " $groups " == *" augment "* ]]; then
+    for seed in 12 13; do
+        from_a=(--model_path "$out/a_s$seed/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed "$seed"
+                --distill_pair_target raw)
+        train_and_score "m_s$seed" "$stage2" "${from_a[@]}" --augment_strength 2 &
+        train_and_score "n_s$seed" "$stage2" "${from_a[@]}" --augment_strength 3 & wait
+    done
+fi
+if [[ " $groups " == *" bank "* ]]; then
+    for seed in 12 13; do
+        from_a=(--model_path "$out/a_s$seed/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed "$seed"
+                --distill_pair_target raw)
+        train_and_score "o_s$seed" "$stage2" "${from_a[@]}" --distill_bank_weight 2 --distill_bank_temperature 0.1 &
+        train_and_score "p_s$seed" "$stage2" "${from_a[@]}" --distill_bank_weight 1 --distill_bank_temperature 0.05 &
+        wait
+    done
+fi
+if [[ " $groups " == *" long "* ]]; then
+    from_a=(--model_path "$out/a_s12/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 12
+            --distill_pair_target raw)
+    train_and_score l_long "$stage2" "${from_a[@]}" &
+    train_and_score m_long "$stage2" "${from_a[@]}" --augment_strength 2 &
+    train_and_score o_long "$stage2" "${from_a[@]}" --distill_bank_weight 2 --distill_bank_temperature 0.1 & wait
 fi
 cat "$out/summary.txt"

@@ -5,7 +5,8 @@
 Distillation pulls every augmented view towards the teacher's descriptor of the plain crop (or of its
 mirror). Targets computed per augmented view only help if the teacher itself sees those views
 differently. For ``images`` random training images the teacher describes the crop and ``views``
-augmented views of it (utils.dataloader.light_augment, as ``train.py --augment True``); printed: the mean
+augmented views of it (utils.dataloader.light_augment, as ``train.py --augment True --augment_strength
+STRENGTH``); printed: the mean
 and 90th percentile of 1 - cos between a view's descriptor and the crop's, raw and centred as
 distillation uses them (the centre of the teacher file), beside 1 - cos between two images of one person.
 """
@@ -14,6 +15,7 @@ annotation_path = "cls_train.txt"           # the training annotation (txt_annot
 teacher_path = "datasets/teacher_dlib.npz"  # its teacher file (recipes/teacher_embeddings.py): the centre
 images = 300                                # random training images described
 views = 3                                   # augmented views of each
+strength = 1.0                              # train.py's augment_strength of the views
 models_dir = ""                             # folder with dlib's .dat files; "" = the face_recognition_models package
 margin_ratio = 0.2                          # margin / image_size of the aligned crops (32 / 160 by default)
 seed = 0
@@ -27,8 +29,8 @@ from utils.distill import teacher_rows
 from utils.image import ImageError, open_rgb
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
-RULES = {"annotation_path": Text(), "teacher_path": Text(), "images": Int(2), "views": Int(1), "models_dir": Text(),
-         "margin_ratio": Number(0, 1, below=True), "seed": Int(0)}
+RULES = {"annotation_path": Text(), "teacher_path": Text(), "images": Int(2), "views": Int(1),
+         "strength": Number(0, above=True), "models_dir": Text(), "margin_ratio": Number(0, 1, below=True), "seed": Int(0)}
 
 
 def one_minus_cos(a: np.ndarray, b: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
@@ -58,7 +60,7 @@ def main() -> None:
             image = open_rgb(annotation.paths[i])
         except ImageError as err:
             raise UserError(f"{err}; fix it or run txt_annotation.py again") from None
-        crops = [image] + [light_augment(image, rng) for _ in range(views)]
+        crops = [image] + [light_augment(image, rng, strength) for _ in range(views)]
         found = descriptors([face_chip(np.asarray(crop), margin_ratio) for crop in crops])
         plain.append(found[0])
         augmented.append(found[1:])
@@ -72,7 +74,8 @@ def main() -> None:
     if not others:
         raise UserError(f"{annotation_path}: none of the chosen images' people has a second image")
     others = np.array(others)
-    print(f"{len(chosen)} images x {views} augmented views, 1 - cos to the plain crop's descriptor:")
+    print(f"{len(chosen)} images x {views} augmented views (strength {strength:g}), "
+          "1 - cos to the plain crop's descriptor:")
     print(f"  raw                            {summary(one_minus_cos(augmented, plain[:, None]))}")
     print(f"  centred (distillation targets) {summary(one_minus_cos(augmented, plain[:, None], centre))}")
     print(f"  centred, two images of one person ({len(others)} pairs, teacher file): "

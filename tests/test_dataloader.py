@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader
 from conftest import FIXTURES
 from utils.annotation import annotate
 from utils.dataloader import (AnnotationError, FaceDataset, PersonIndex, PKBatchSampler, TripletBatchSampler,
-                              ValidationBatchSampler, check_trainable, collate, contiguous_ids, read_annotation,
-                              repeated_lines, split_train_val, validation_triplets)
-from utils.image import open_rgb, preprocess
+                              ValidationBatchSampler, check_trainable, collate, contiguous_ids, light_augment,
+                              read_annotation, repeated_lines, split_train_val, validation_triplets)
+from utils.image import open_rgb, preprocess, resize_image
 from utils.training import to_input
 
 FACES = os.path.join(FIXTURES, "faces")
@@ -162,6 +162,20 @@ def test_dataset_pixels_match_preprocess_and_augmentation_is_seeded(annotation):
     flips = [np.array_equal(image[:, ::-1], plain[(3, -1)][0]) for image, _, _ in items]
     assert 3 < sum(flips) < 17  # about half the items are mirrored
     assert [view for _, _, view in items] == [6 + f for f in flips]  # the view says which
+
+
+def test_augment_strength_widens_the_change_and_one_is_the_light_default(annotation):
+    image = resize_image(open_rgb(annotation.paths[3]), (64, 64), True)
+    base = np.asarray(image, dtype=np.float32)
+
+    def change(strength: float) -> float:
+        rng = np.random.default_rng(7)
+        views = [np.asarray(light_augment(image, rng, strength), dtype=np.float32) for _ in range(12)]
+        return float(np.mean([np.abs(view - base).mean() for view in views]))
+
+    default = np.asarray(light_augment(image, np.random.default_rng(5)))
+    assert np.array_equal(default, np.asarray(light_augment(image, np.random.default_rng(5), 1.0)))
+    assert change(0.5) < change(1.0) < change(2.0) < change(3.0)
 
 
 def test_unreadable_image_is_replaced_and_reported_once(tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.distill import (TeacherError, chance_similarity, distill_loss, read_teacher, save_teacher, similarity_loss,
+from utils.distill import (TeacherError, bank_loss, chance_similarity, distill_loss, read_teacher, save_teacher, similarity_loss,
                            teacher_key, teacher_rows, teacher_targets)
 
 
@@ -17,6 +17,21 @@ def test_losses_are_zero_when_the_student_equals_the_teacher():
     assert distill_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
     assert similarity_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
     assert distill_loss(t, -t).item() == pytest.approx(2.0, abs=1e-6)  # opposite: the largest value
+
+
+def test_bank_loss_is_the_kl_of_the_softmaxes_over_the_bank():
+    bank = unit(30, seed=3)
+    teacher = bank[:4]
+    assert bank_loss(teacher, teacher, bank, 0.1).item() == pytest.approx(0.0, abs=1e-6)
+    student = unit(4, seed=4)
+    p = torch.softmax(teacher @ bank.T / 0.1, 1)
+    q = torch.softmax(student @ bank.T / 0.1, 1)
+    expected = (p * (p.log() - q.log())).sum(1).mean()
+    assert bank_loss(student, teacher, bank, 0.1).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 0.1
+    # a student that moves towards its teacher is closer by this measure too
+    halfway = F.normalize(student + teacher, dim=1)
+    assert bank_loss(halfway, teacher, bank, 0.1) < bank_loss(student, teacher, bank, 0.1)
 
 
 def test_distill_loss_is_one_minus_the_mean_cosine():

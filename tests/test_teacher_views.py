@@ -1,13 +1,8 @@
 """recipes/teacher_views.py: the distance it reports, and a missing teacher file as one line."""
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 
+from conftest import assert_one_line_error
 from recipes.teacher_views import one_minus_cos
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_minus_cos_is_scale_free_and_centres_when_asked():
@@ -21,8 +16,5 @@ def test_one_minus_cos_is_scale_free_and_centres_when_asked():
 def test_a_missing_teacher_file_is_one_line_and_exit_2(tmp_path):
     annotation = tmp_path / "cls_train.txt"
     annotation.write_text("0;a.jpg\n")
-    done = subprocess.run([sys.executable, "-m", "recipes.teacher_views", "--annotation_path", str(annotation),
-                           "--teacher_path", str(tmp_path / "none.npz")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "none.npz: no such teacher file" in done.stderr
+    assert_one_line_error(["-m", "recipes.teacher_views", "--annotation_path", str(annotation), "--teacher_path",
+                           str(tmp_path / "none.npz")], "none.npz: no such teacher file")

@@ -10,7 +10,7 @@ import torch
 
 from utils.checkpoint import load_file
 from utils.config import UserError
-from utils.distill import similarity_loss
+from utils.distill import bank_loss, similarity_loss
 from utils.training import (Criterion, History, Precision, fit_lr, lr_scheduler, make_optimizer,
                             margin_logits, mined_triplet_loss, pairwise_distances, rng_state, set_rng_state, triplet_loss)
 
@@ -126,6 +126,11 @@ def test_criterion_distills_the_view_it_was_given():
     pairs = similarity_loss(student, teacher[(views ^ 1) // 2, (views ^ 1) % 2]).item()
     assert wrong["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * wrong["distill"].item() + pairs,
                                                  abs=1e-5)
+    banked = Criterion(teacher=teacher, distill_weight=2.0, pair_weight=1.0, bank_weight=3.0, bank_temperature=0.2)
+    bank = bank_loss(student, teacher[(views ^ 1) // 2, (views ^ 1) % 2], teacher[:, 0], 0.2).item()
+    assert bank > 0
+    assert banked(student, torch.zeros(6, 3), labels, views ^ 1)["loss"].item() == pytest.approx(
+        wrong["loss"].item() + 3.0 * bank, abs=1e-5)
 
 
 def test_fit_lr_follows_the_originals_batch_size_rule():

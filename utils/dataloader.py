@@ -285,14 +285,14 @@ class FaceDataset(Dataset):
 
     Each item is (image, label, view) with ``view = 2 * index + flipped``: which image it shows and
     whether mirrored, so a distillation teacher's descriptor of exactly that view can be looked up.
-    ``seed`` >= 0 makes a training item: random horizontal flip, plus light augmentation when
-    ``augment`` (scale, shift, small rotation, colour); ``seed`` < 0 gives the plain resized image. An
+    ``seed`` >= 0 makes a training item: random horizontal flip, plus light augmentation of strength
+    ``augment`` (0: none; see light_augment); ``seed`` < 0 gives the plain resized image. An
     unreadable file is reported once (shared between worker processes) and replaced by another image of
     the same person.
     """
 
     def __init__(self, annotation: Annotation, input_shape: list[int] | tuple[int, ...], letterbox: bool,
-                 augment: bool = False) -> None:
+                 augment: float = 0.0) -> None:
         self.paths, self.labels = annotation.paths, annotation.labels
         self.size = (int(input_shape[1]), int(input_shape[0]))
         self.letterbox, self.augment = letterbox, augment
@@ -309,7 +309,7 @@ class FaceDataset(Dataset):
         flipped = False
         if rng is not None:
             if self.augment:
-                image = light_augment(image, rng)
+                image = light_augment(image, rng, self.augment)
             if rng.random() < 0.5:
                 image, flipped = image.transpose(Image.FLIP_LEFT_RIGHT), True
         return np.asarray(image, dtype=np.uint8), int(self.labels[index]), 2 * index + flipped
@@ -343,12 +343,13 @@ class FaceDataset(Dataset):
             print(f"warning: {err}; using another image of the same person from now on", flush=True)
 
 
-def light_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Scale 0.9-1.1, shift up to 5%, rotate up to 5 degrees (grey fill), jitter brightness/contrast/colour."""
+def light_augment(image: Image.Image, rng: np.random.Generator, strength: float = 1.0) -> Image.Image:
+    """Scale 0.9-1.1, shift up to 5%, rotate up to 5 degrees (grey fill), jitter brightness/contrast/colour
+    by 0.8-1.2; ``strength`` widens every range by that factor (2: scale 0.8-1.2, 10%, 10 degrees, 0.6-1.4)."""
     w, h = image.size
-    scale = rng.uniform(0.9, 1.1)
-    angle = np.deg2rad(rng.uniform(-5.0, 5.0))
-    dx, dy = rng.uniform(-0.05, 0.05, size=2) * (w, h)
+    scale = rng.uniform(1.0 - 0.1 * strength, 1.0 + 0.1 * strength)
+    angle = np.deg2rad(rng.uniform(-5.0 * strength, 5.0 * strength))
+    dx, dy = rng.uniform(-0.05 * strength, 0.05 * strength, size=2) * (w, h)
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     cx, cy = w / 2, h / 2
     # PIL maps each output pixel (x, y) to the input pixel (a x + b y + c, d x + e y + f).
@@ -356,7 +357,7 @@ def light_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     coeffs = (cos, sin, cx - cos * ox - sin * oy, -sin, cos, cy + sin * ox - cos * oy)
     image = image.transform((w, h), Image.AFFINE, coeffs, Image.BILINEAR, fillcolor=(128, 128, 128))
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-        image = enhancer(image).enhance(rng.uniform(0.8, 1.2))
+        image = enhancer(image).enhance(rng.uniform(1.0 - 0.2 * strength, 1.0 + 0.2 * strength))
     return image
 
 

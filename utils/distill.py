@@ -13,6 +13,10 @@ have cosine about 0 and the whole sphere carries identity, as in the student's o
 and renormalising each descriptor changes the order of some pairs, though: the in-batch similarity term can
 instead match the raw teacher's similarities, shifted and scaled so that random faces have 0 (train.py's
 ``distill_pair_target raw``).
+
+The bank term looks beyond the batch: each student embedding is compared with the teacher's descriptors
+of every training image, and its softmax over them is pulled towards the teacher's own, so that the
+images the teacher finds nearest (the ones a gallery confuses) are the student's nearest too.
 """
 from __future__ import annotations
 
@@ -124,3 +128,13 @@ def similarity_loss(student: torch.Tensor, teacher: torch.Tensor, chance: float 
     off = ~torch.eye(n, dtype=torch.bool, device=student.device)
     target = (teacher @ teacher.T - chance) / (1.0 - chance)
     return ((student @ student.T - target)[off]).pow(2).mean()
+
+
+def bank_loss(student: torch.Tensor, teacher: torch.Tensor, bank: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """KL divergence from the teacher's softmax over ``bank`` (M, D unit rows: the teacher's descriptors
+    of all training images) to the student's, both of cosines divided by ``temperature``; mean over the
+    batch, 0 when every student row equals its teacher row."""
+    target = F.log_softmax(teacher @ bank.T / temperature, dim=1)
+    guess = F.log_softmax(student @ bank.T / temperature, dim=1)
+    return F.kl_div(guess, target, log_target=True, reduction="batchmean")

@@ -273,7 +273,7 @@ def image_bytes(rec: RecordFile, offset: int) -> bytes:
 class RecordDataset(FaceDataset):
     """``FaceDataset`` over the records of a face pack (same items, flips, augmentation and seeds)."""
 
-    def __init__(self, annotation: RecordAnnotation, input_shape, letterbox: bool, augment: bool = False) -> None:
+    def __init__(self, annotation: RecordAnnotation, input_shape, letterbox: bool, augment: float = 0.0) -> None:
         super().__init__(annotation, input_shape, letterbox, augment)
         self.rec, self.offsets = RecordFile(annotation.rec_path), annotation.offsets
 
@@ -291,7 +291,7 @@ def read_training_data(path: str) -> Annotation:
     return read_records(path) if is_record_file(path) else read_annotation(path)
 
 
-def dataset_for(annotation: Annotation, input_shape, letterbox: bool, augment: bool) -> FaceDataset:
+def dataset_for(annotation: Annotation, input_shape, letterbox: bool, augment: float) -> FaceDataset:
     """The dataset that decodes ``annotation``'s images: from records or from image files."""
     kind = RecordDataset if isinstance(annotation, RecordAnnotation) else FaceDataset
     return kind(annotation, input_shape, letterbox, augment)

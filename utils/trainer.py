@@ -233,14 +233,16 @@ def build_criterion(cfg: dict, data: Data) -> Criterion:
     chance = chance_similarity(data.pair_teacher) if data.pair_teacher is not None else 0.0
     return Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"], cfg["classifier_loss"],
                      cfg["cls_scale"], cfg["cls_margin"], data.teacher, cfg["distill_weight"],
-                     cfg["distill_pair_weight"], data.pair_teacher, chance)
+                     cfg["distill_pair_weight"], data.pair_teacher, chance, cfg["distill_bank_weight"],
+                     cfg["distill_bank_temperature"])
 
 
 def build_loaders(cfg: dict, data: Data, rank: int, world: int, device: torch.device,
                   workers: int) -> tuple[object, DataLoader, DataLoader | None]:
     """(the training batch sampler, its loader, the validation loader or None)."""
     num_batches, per_rank = len(data.train_idx) // cfg["batch_size"], cfg["batch_size"] // world
-    dataset = dataset_for(data.annotation, cfg["input_shape"], cfg["letterbox_image"], cfg["augment"])
+    strength = cfg["augment_strength"] if cfg["augment"] else 0.0
+    dataset = dataset_for(data.annotation, cfg["input_shape"], cfg["letterbox_image"], strength)
     if cfg["sampler"] == "pk":
         batches = PKBatchSampler(data.train_index, per_rank, cfg["images_per_person"], num_batches, cfg["seed"],
                                  rank, world, cfg["free_images"] // world)

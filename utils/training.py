@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from utils.checkpoint import save_figure, write_text_atomic
 from utils.config import UserError
-from utils.distill import distill_loss, similarity_loss
+from utils.distill import bank_loss, distill_loss, similarity_loss
 from utils.runtime import AUTOCAST_DTYPES, autocast
 
 MINING = ("none", "semihard", "hard")
@@ -113,7 +113,8 @@ def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, kind: str, scale: 
 @dataclass
 class Criterion:
     """Total loss = triplet_weight * triplet loss + ce_weight * classifier loss
-    + distill_weight * (1 - cos to the teacher) + pair_weight * in-batch similarity mismatch.
+    + distill_weight * (1 - cos to the teacher) + pair_weight * in-batch similarity mismatch
+    + bank_weight * the bank term (utils.distill.bank_loss over the plain views of ``teacher``).
 
     ``classifier_loss`` "softmax" is plain cross-entropy of the logits; "arcface" / "cosface" expect the
     cosines of a cosine classifier and add the margin ``cls_margin`` at scale ``cls_scale``. ``teacher``
@@ -134,6 +135,8 @@ class Criterion:
     pair_weight: float = 0.0
     pair_teacher: torch.Tensor | None = None
     pair_chance: float = 0.0
+    bank_weight: float = 0.0
+    bank_temperature: float = 0.1
 
     def __call__(self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                  views: torch.Tensor | None = None, mining: str | None = None) -> dict[str, torch.Tensor]:
@@ -149,15 +152,18 @@ class Criterion:
             ce = F.cross_entropy(margin_logits(logits, labels, self.classifier_loss, self.cls_scale,
                                                self.cls_margin), labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
-        distill = pairs = embeddings.new_zeros(())
+        distill = pairs = bank = embeddings.new_zeros(())
         if self.teacher is not None and views is not None:
             target = self.teacher[views // 2, views % 2].to(embeddings.device)
             distill = distill_loss(embeddings, target)
+            if self.bank_weight:
+                bank = bank_loss(embeddings, target, self.teacher[:, 0].to(embeddings.device),
+                                 self.bank_temperature)
             if self.pair_teacher is not None:
                 target = self.pair_teacher[views // 2, views % 2].to(embeddings.device)
             pairs = similarity_loss(embeddings, target, self.pair_chance)
         loss = self.triplet_weight * triplet + self.ce_weight * ce + self.distill_weight * distill \
-            + self.pair_weight * pairs
+            + self.pair_weight * pairs + self.bank_weight * bank
         return {"loss": loss, "triplet": triplet, "ce": ce, "distill": distill, "accuracy": accuracy}
 
 
