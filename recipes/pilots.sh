@@ -25,6 +25,7 @@
 #   long:    l, m_s12 and o_s12 again as longer continuations (give STAGE2_EPOCHS 12): l_long, m_long, o_long,
 #            three side by side. Rule, fixed before it ran: m or o goes into stage 2 only if it beats l_long
 #            by more than 1 point on sets 6-7 (the larger when both do).
+#   decay:   l at seeds 12 and 13 with 2x and 4x the weight decay (q_s12: 1e-3, r_s12: 2e-3 ...); rule as for augment.
 set -euo pipefail
 size=${1:-64}
 epochs=${2:-5}
@@ -104,6 +105,14 @@ if [[ " $groups " == *" bank "* ]]; then
         train_and_score "o_s$seed" "$stage2" "${from_a[@]}" --distill_bank_weight 2 --distill_bank_temperature 0.1 &
         train_and_score "p_s$seed" "$stage2" "${from_a[@]}" --distill_bank_weight 1 --distill_bank_temperature 0.05 &
         wait
+    done
+fi
+if [[ " $groups " == *" decay "* ]]; then
+    for seed in 12 13; do
+        from_a=(--model_path "$out/a_s$seed/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed "$seed"
+                --distill_pair_target raw)
+        train_and_score "q_s$seed" "$stage2" "${from_a[@]}" --weight_decay 1e-3 &
+        train_and_score "r_s$seed" "$stage2" "${from_a[@]}" --weight_decay 2e-3 & wait
     done
 fi
 if [[ " $groups " == *" long "* ]]; then
