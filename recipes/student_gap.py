@@ -8,7 +8,7 @@ it has not yet fitted what it was shown (a longer run, a bigger student); if it 
 people, it has learnt the training images rather than the teacher's map (more faces). For ``images``
 random training images and ``images`` random aligned LFW images of the people of ``lfw_sets``, printed:
 the mean and 90th percentile of 1 - cos between the student's embedding and the teacher's descriptor,
-both centred as distillation uses them (on the mean of the teacher file).
+centred as distillation uses it (on the mean of the teacher file).
 """
 #------- settings (edit here or override as --name value) -------
 model_path = "model_data/facenet_mobilenet.pth"
@@ -29,11 +29,13 @@ import numpy as np
 
 from facenet import DEFAULT_INPUT_SHAPE
 from nets.facenet import FacenetNet
+from recipes.eval_identification import person_images
 from recipes.make_trainset import read_people_sets
 from recipes.teacher_embeddings import descriptors, face_chip, find_models, start_worker
 from recipes.teacher_views import one_minus_cos, summary
 from utils.checkpoint import load_weights, model_settings
-from utils.config import Int, List, Number, Opt, Shape, Text, UserError, configure, print_settings, run_main, settings_of
+from utils.config import (Int, List, Number, Opt, Shape, Text, UserError, configure, print_settings, run_main,
+                          settings_of)
 from utils.dataloader import read_annotation
 from utils.distill import teacher_rows
 from utils.image import ImageError, open_rgb
@@ -53,10 +55,7 @@ def unseen_images(trained: set[str]) -> list[str]:
     if seen:
         raise UserError(f"{annotation_path}: trains on {len(seen)} people of sets {lfw_sets} (first: {seen[0]}); "
                         "give sets whose people it does not hold")
-    folders = [os.path.join(lfw_dir_path, name) for name in people if os.path.isdir(os.path.join(lfw_dir_path, name))]
-    if not folders:
-        raise UserError(f"{lfw_dir_path}: holds none of the people of sets {lfw_sets}; align LFW first")
-    return [os.path.join(f, n) for f in folders for n in sorted(os.listdir(f)) if n.lower().endswith(".jpg")]
+    return [path for paths in person_images(lfw_dir_path, people).values() for path in paths]
 
 
 def teacher_of(paths: list[str]) -> np.ndarray:

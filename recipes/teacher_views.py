@@ -6,9 +6,9 @@ Distillation pulls every augmented view towards the teacher's descriptor of the 
 mirror). Targets computed per augmented view only help if the teacher itself sees those views
 differently. For ``images`` random training images the teacher describes the crop and ``views``
 augmented views of it (utils.dataloader.light_augment, as ``train.py --augment True --augment_strength
-STRENGTH``); printed: the mean
-and 90th percentile of 1 - cos between a view's descriptor and the crop's, raw and centred as
-distillation uses them (the centre of the teacher file), beside 1 - cos between two images of one person.
+strength``); printed: the mean and 90th percentile of 1 - cos between a view's descriptor and the crop's,
+raw and centred as distillation uses them (the centre of the teacher file), beside 1 - cos between two
+images of one person.
 """
 #------- settings (edit here or override as --name value) -------
 annotation_path = "cls_train.txt"           # the training annotation (txt_annotation.py)
@@ -30,7 +30,8 @@ from utils.image import ImageError, open_rgb
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
 RULES = {"annotation_path": Text(), "teacher_path": Text(), "images": Int(2), "views": Int(1),
-         "strength": Number(0, above=True), "models_dir": Text(), "margin_ratio": Number(0, 1, below=True), "seed": Int(0)}
+         "strength": Number(0, above=True), "models_dir": Text(), "margin_ratio": Number(0, 1, below=True),
+         "seed": Int(0)}
 
 
 def one_minus_cos(a: np.ndarray, b: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.distill import (TeacherError, bank_loss, chance_similarity, distill_loss, read_teacher, save_teacher, similarity_loss,
-                           teacher_key, teacher_rows, teacher_targets)
+from utils.distill import (TeacherError, bank_loss, chance_similarity, distill_loss, read_teacher, save_teacher,
+                           similarity_loss, teacher_key, teacher_rows, teacher_targets)
 
 
 def unit(rows: int, dim: int = 8, seed: int = 0) -> torch.Tensor:

@@ -138,6 +138,10 @@ class Criterion:
     bank_weight: float = 0.0
     bank_temperature: float = 0.1
 
+    def __post_init__(self) -> None:
+        # the bank term's rows (plain views), contiguous, moved to the batch's device on first use
+        self.bank = self.teacher[:, 0].contiguous() if self.teacher is not None and self.bank_weight else None
+
     def __call__(self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                  views: torch.Tensor | None = None, mining: str | None = None) -> dict[str, torch.Tensor]:
         mining = self.mining if mining is None else mining
@@ -156,9 +160,9 @@ class Criterion:
         if self.teacher is not None and views is not None:
             target = self.teacher[views // 2, views % 2].to(embeddings.device)
             distill = distill_loss(embeddings, target)
-            if self.bank_weight:
-                bank = bank_loss(embeddings, target, self.teacher[:, 0].to(embeddings.device),
-                                 self.bank_temperature)
+            if self.bank is not None:
+                self.bank = self.bank.to(embeddings.device)
+                bank = bank_loss(embeddings, target, self.bank, self.bank_temperature)
             if self.pair_teacher is not None:
                 target = self.pair_teacher[views // 2, views % 2].to(embeddings.device)
             pairs = similarity_loss(embeddings, target, self.pair_chance)
