@@ -60,6 +60,10 @@ distill_pair_target = "centred" # similarities matched: the centred teacher's | 
 distill_bank_weight = 0.0       # weight of the bank term: the student's softmax over the teacher's descriptors of
                                 # all training images pulled towards the teacher's own (utils.distill.bank_loss)
 distill_bank_temperature = 0.1  # temperature of those softmaxes (cosines / temperature)
+unlabelled_path = ""            # annotation of faces without identities (recipes/make_blends.py); only the
+                                # teacher's terms see them (needs teacher_path and the pk sampler)
+unlabelled_teacher_path = ""    # their teacher file (recipes/teacher_embeddings.py)
+unlabelled_images = 0           # pk: images per batch drawn from them
 letterbox_image = True          # keep the aspect ratio with grey padding; False = plain resize
 augment = False                 # light augmentation (scale, shift, rotation, colour) on top of the flip
 augment_strength = 1.0          # widens augment's ranges by this factor (2: scale 0.8-1.2, shift 10%, 10 degrees)
@@ -104,7 +108,8 @@ RULES = {
     "classifier_loss": Choice(*CLASSIFIER_LOSSES), "cls_scale": Number(0), "cls_margin": Number(0),
     "teacher_path": Text(), "distill_weight": Number(0), "distill_pair_weight": Number(0),
     "distill_pair_target": Choice("centred", "raw"), "distill_bank_weight": Number(0),
-    "distill_bank_temperature": Number(0, above=True), "letterbox_image": Bool(), "augment": Bool(),
+    "distill_bank_temperature": Number(0, above=True), "unlabelled_path": Text(),
+    "unlabelled_teacher_path": Text(), "unlabelled_images": Int(0), "letterbox_image": Bool(), "augment": Bool(),
     "augment_strength": Number(0, above=True), "val_split": Number(0, 1, below=True), "save_period": Int(1),
     "save_dir": OutputFolder(), "num_workers": Choice("auto") | Int(0), "lfw_eval_flag": Bool(),
     "lfw_dir_path": Text(), "lfw_pairs_path": Text(), "lfw_folds": Text(), "val_sets": Text(), "best_set": Text(),
@@ -118,16 +123,21 @@ def check_settings(cfg: dict, world: int) -> None:
     check_values(cfg, RULES)
     if cfg["sampler"] == "triplet" and cfg["batch_size"] % (3 * world):
         raise UserError(f"batch_size {cfg['batch_size']} must be a multiple of 3 x {world} processes")
+    extra = cfg["free_images"] + cfg["unlabelled_images"]
     if cfg["sampler"] == "pk":
         if cfg["mining"] == "none":
             raise UserError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
-        if cfg["batch_size"] % world or not cfg["free_images"] < cfg["batch_size"] // world or \
-                (cfg["batch_size"] // world - cfg["free_images"]) % cfg["images_per_person"]:
+        if cfg["batch_size"] % world or not extra < cfg["batch_size"] // world or \
+                (cfg["batch_size"] // world - extra) % cfg["images_per_person"]:
             raise UserError(f"batch_size {cfg['batch_size']} over {world} process(es) must give per process "
-                                f"free_images {cfg['free_images']} plus a multiple of images_per_person "
-                                f"{cfg['images_per_person']}")
-    elif cfg["free_images"]:
-        raise UserError("free_images needs --sampler pk")
+                                f"free_images {cfg['free_images']} plus unlabelled_images {cfg['unlabelled_images']} "
+                                f"plus a multiple of images_per_person {cfg['images_per_person']}")
+    elif extra:
+        raise UserError(f"{'free_images' if cfg['free_images'] else 'unlabelled_images'} needs --sampler pk")
+    given = [bool(cfg[name]) for name in ("unlabelled_path", "unlabelled_teacher_path", "unlabelled_images")]
+    if any(given) and not (all(given) and cfg["teacher_path"]):
+        raise UserError("unlabelled faces need all of --unlabelled_path, --unlabelled_teacher_path, "
+                        "--unlabelled_images (above 0) and --teacher_path")
     if cfg["backbone"] == "inception_resnetv1" and min(cfg["input_shape"][:2]) < 75:
         raise UserError(f"--input_shape {','.join(map(str, cfg['input_shape']))}: inception_resnetv1 needs "
                             "sides of at least 75 pixels")

@@ -26,6 +26,14 @@
 #            three side by side. Rule, fixed before it ran: m or o goes into stage 2 only if it beats l_long
 #            by more than 1 point on sets 6-7 (the larger when both do).
 #   decay:   l at seeds 12 and 13 with 2x and 4x the weight decay (q_s12: 1e-3, r_s12: 2e-3 ...); rule as for augment.
+#   unlabelled: l as a 12-epoch continuation (give STAGE2_EPOCHS 12, seed 12) with 16 of the 32 free images of each
+#            batch replaced by new faces of recipes/make_blends.py (blends/, described by the teacher; made from
+#            cls_pilot.txt): s_long blends two faces, t_long joins the upper face of one to the lower face of another.
+#            Rule, fixed before it ran: the better of s and t goes into stage 2 only if it beats l_long by more
+#            than 1 point on sets 6-7.
+#   full:    the unlabelled group at the shipped recipe's size and lengths (give SIZE 112, EPOCHS 22,
+#            STAGE2_EPOCHS 28): a_full (stage 1, seed 11), then l_full (stage 2) and s_full, t_full (stage 2 with
+#            the unlabelled group's new faces). Rule, fixed before it runs: as for unlabelled, against l_full.
 set -euo pipefail
 size=${1:-64}
 epochs=${2:-5}
@@ -121,5 +129,20 @@ if [[ " $groups " == *" long "* ]]; then
     train_and_score l_long "$stage2" "${from_a[@]}" &
     train_and_score m_long "$stage2" "${from_a[@]}" --augment_strength 2 &
     train_and_score o_long "$stage2" "${from_a[@]}" --distill_bank_weight 2 --distill_bank_temperature 0.1 & wait
+fi
+if [[ " $groups " == *" unlabelled "* ]]; then
+    from_a=(--model_path "$out/a_s12/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 12
+            --distill_pair_target raw --free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz
+            --unlabelled_images 16)
+    train_and_score s_long "$stage2" "${from_a[@]}" --unlabelled_path blends/mix.txt &
+    train_and_score t_long "$stage2" "${from_a[@]}" --unlabelled_path blends/cut.txt & wait
+fi
+if [[ " $groups " == *" full "* ]]; then
+    train_and_score a_full "$epochs"
+    from_a=(--model_path "$out/a_full/last_epoch_weights.pth" --dropout_keep_prob 1.0 --distill_pair_target raw)
+    blends=(--free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz --unlabelled_images 16)
+    train_and_score l_full "$stage2" "${from_a[@]}" &
+    train_and_score s_full "$stage2" "${from_a[@]}" "${blends[@]}" --unlabelled_path blends/mix.txt & wait
+    train_and_score t_full "$stage2" "${from_a[@]}" "${blends[@]}" --unlabelled_path blends/cut.txt
 fi
 cat "$out/summary.txt"

@@ -196,6 +196,9 @@ def test_resume_from_the_command_line_restores_the_runs_settings(data, tmp_path)
     ({"resume": "nothing.pth"}, "no such checkpoint"),
     ({"classifier_loss": "sphereface"}, "classifier_loss must be one of"),
     ({"free_images": 3}, "free_images needs --sampler pk"),
+    ({"unlabelled_images": 2}, "unlabelled_images needs --sampler pk"),
+    ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "unlabelled_images": 2},
+     "need all of --unlabelled_path, --unlabelled_teacher_path"),
     ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "free_images": 3}, "plus a multiple of"),
     ({"distill_weight": -1.0}, "distill_weight must be at least 0"),
     ({"teacher_path": "none.npz"}, "no such teacher file"),
@@ -367,3 +370,54 @@ def test_raw_pair_target_gives_the_criterion_the_raw_teacher(data, tmp_path):
                                         distill_pair_target="raw"), build_data(cfg))
     assert raw.pair_teacher.shape == raw.teacher.shape and 0.8 < raw.pair_chance < 1.0
     assert not torch.allclose(raw.pair_teacher, raw.teacher)  # raw, not centred
+
+
+def unlabelled_faces(data, tmp_path) -> tuple[str, str]:
+    """An annotation of 4 fixture faces as faces without identities, and a random teacher file for them."""
+    import numpy as np
+    from utils.dataloader import read_annotation
+    from utils.distill import save_teacher, teacher_key
+    paths = read_annotation(str(data / "cls_train.txt")).paths[:4]
+    annotation = tmp_path / "unlabelled.txt"
+    annotation.write_text("".join(f"0;{p}\n" for p in paths))
+    keys = [teacher_key(p, str(annotation)) for p in paths]
+    save_teacher(str(tmp_path / "u.npz"), keys, np.random.default_rng(1).normal(size=(4, 2, 128)) + 3.0, [])
+    return str(annotation), str(tmp_path / "u.npz")
+
+
+def test_unlabelled_faces_join_the_teacher_table_and_the_batches_only(data, tmp_path):
+    from utils.trainer import build_criterion, build_data, build_loaders
+    teacher = fake_teacher(data, tmp_path / "teacher.npz")
+    annotation, unlabelled_teacher = unlabelled_faces(data, tmp_path)
+    base = dict(annotation_path=str(data / "cls_train.txt"), teacher_path=teacher, sampler="pk", mining="hard",
+                images_per_person=2, batch_size=8, free_images=2, distill_pair_target="raw")
+    plain_cfg = config(**base)
+    with_cfg = config(**base, unlabelled_path=annotation, unlabelled_teacher_path=unlabelled_teacher,
+                      unlabelled_images=2)
+    plain, extended = build_data(plain_cfg), build_data(with_cfg)
+    n = len(plain.annotation.paths)
+    assert extended.teacher.shape == (n + 4, 2, 128)
+    assert torch.equal(extended.teacher[:n], plain.teacher)     # centred on the annotation's own mean
+    assert build_criterion(with_cfg, extended).pair_chance == build_criterion(plain_cfg, plain).pair_chance
+    assert (extended.train_idx == plain.train_idx).all()
+    batches, loader, _ = build_loaders(with_cfg, extended, 0, 1, torch.device("cpu"), 0)
+    for batch, (images, labels, views) in zip(batches, loader):
+        indices = [i for i, _ in batch]
+        assert [i >= n for i in indices] == [False] * 6 + [True] * 2   # the last two are unlabelled faces
+        assert labels[:6].min() >= 0 and labels[6:].tolist() == [-1, -1]
+        assert (views[6:] // 2 >= n).all()
+        break
+
+
+def test_criterion_leaves_unlabelled_faces_to_the_teachers_terms():
+    from utils.training import Criterion
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(8, 2, 16), dim=2)
+    emb = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    logits, views = torch.randn(8, 3), torch.arange(8) * 2
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, -1, -1])
+    criterion = Criterion(mining="hard", teacher=teacher, distill_weight=1.0, pair_weight=1.0)
+    out, known = criterion(emb, logits, labels, views), criterion(emb[:6], logits[:6], labels[:6], views[:6])
+    assert out["triplet"].item() == pytest.approx(known["triplet"].item())
+    assert out["ce"].item() == pytest.approx(known["ce"].item())
+    assert out["distill"].item() != pytest.approx(known["distill"].item())   # the teacher's terms see all 8

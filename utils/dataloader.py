@@ -192,25 +192,31 @@ class TripletBatchSampler:
 
 class PKBatchSampler:
     """Identity-balanced batches: P people with 2+ images, K images each, then ``free_images`` drawn
-    uniformly from all training images (``batch_size = P * K + free_images``).
+    uniformly from all training images (``batch_size = P * K + free_images + unlabelled_images``).
 
     People with fewer than K images give all of theirs and repeat some (each copy is augmented apart).
     The free images bring in the people with a single image, whom P x K batches never pick: with a
-    distillation teacher they carry signal too (and serve as in-batch negatives).
+    distillation teacher they carry signal too (and serve as in-batch negatives). ``unlabelled_images``
+    more are drawn from the dataset indices ``unlabelled`` (faces known to the teacher only).
     Batch ``g`` (global over ranks) of epoch ``e`` is drawn from ``default_rng((seed, e, g))``.
     """
 
     def __init__(self, index: PersonIndex, batch_size: int, images_per_person: int, num_batches: int,
-                 seed: int, rank: int = 0, world: int = 1, free_images: int = 0) -> None:
-        if not 0 <= free_images < batch_size:
-            raise AnnotationError(f"free_images per process must be at least 0 and below the batch size per "
-                                  f"process ({batch_size}), not {free_images}")
-        if images_per_person < 2 or (batch_size - free_images) % images_per_person:
+                 seed: int, rank: int = 0, world: int = 1, free_images: int = 0,
+                 unlabelled: range = range(0), unlabelled_images: int = 0) -> None:
+        extra = free_images + unlabelled_images
+        if not 0 <= extra < batch_size:
+            raise AnnotationError(f"free_images + unlabelled_images per process must be at least 0 and below the "
+                                  f"batch size per process ({batch_size}), not {extra}")
+        if images_per_person < 2 or (batch_size - extra) % images_per_person:
             raise AnnotationError(f"the PK sampler needs images_per_person >= 2 dividing the batch size per process "
-                                  f"less free_images ({batch_size - free_images}); got images_per_person "
+                                  f"less free and unlabelled images ({batch_size - extra}); got images_per_person "
                                   f"{images_per_person}")
+        if unlabelled_images and not len(unlabelled):
+            raise AnnotationError("unlabelled_images needs unlabelled faces to draw from")
         self.index, self.k, self.free = index, images_per_person, free_images
-        self.p = (batch_size - free_images) // images_per_person
+        self.unlabelled, self.unlabelled_images = unlabelled, unlabelled_images
+        self.p = (batch_size - extra) // images_per_person
         self.num_batches, self.seed, self.rank, self.world, self.epoch = num_batches, seed, rank, world, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -233,6 +239,9 @@ class PKBatchSampler:
             chosen.extend(own[picks].tolist())
         if self.free:
             chosen.extend(idx.order[rng.integers(len(idx.order), size=self.free)].tolist())
+        if self.unlabelled_images:
+            chosen.extend((self.unlabelled.start + rng.integers(len(self.unlabelled),
+                                                                size=self.unlabelled_images)).tolist())
         return list(zip(chosen, item_seeds(rng, len(chosen))))
 
     def __iter__(self):

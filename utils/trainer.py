@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -22,10 +23,10 @@ from nets.facenet import FacenetNet
 from utils.checkpoint import load_file, load_weights, save_atomic, write_weights_info
 from utils.config import UserError, print_settings
 from utils.dataloader import (Annotation, PersonIndex, PKBatchSampler, TripletBatchSampler, ValidationBatchSampler,
-                              check_trainable, contiguous_ids, make_loader, repeated_lines, split_train_val,
-                              validation_triplets)
+                              check_trainable, contiguous_ids, make_loader, read_annotation, repeated_lines,
+                              split_train_val, validation_triplets)
 from utils.distill import chance_similarity, teacher_rows, teacher_targets
-from utils.recordio import dataset_for, read_training_data, training_alignment
+from utils.recordio import RecordAnnotation, dataset_for, read_training_data, training_alignment
 from utils.runtime import network_threads, resolve_workers, training_precision
 from utils.training import (HISTORY_FIELDS, Criterion, History, Precision, Schedule, fit_lr,
                             lr_scheduler, make_optimizer, rng_state, seed_everything, set_lr, set_rng_state,
@@ -36,7 +37,8 @@ CHECKPOINT = "last_checkpoint.pth"
 # Settings a resumed run may change: where things are and how far this run goes. The others define the
 # run (model, data, losses, optimiser, schedule); changing them mid-run cannot continue the same run.
 RESUME_OVERRIDABLE = ("cuda", "Init_Epoch", "run_epochs", "num_workers", "save_period", "save_dir",
-                      "annotation_path", "teacher_path", "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path",
+                      "annotation_path", "teacher_path", "unlabelled_path", "unlabelled_teacher_path",
+                      "lfw_eval_flag", "lfw_dir_path", "lfw_pairs_path",
                       "lfw_folds", "compile", "resume", "val_sets", "best_set", "bin_folds")
 SCHEDULE_SETTINGS = ("Epoch", "lr_decay_type", "Init_lr", "Min_lr", "warmup_ratio", "tail_ratio")
 COLLAPSE_HINT = ("the model collapsed in training: too few steps for the triplet loss to separate the people "
@@ -148,9 +150,10 @@ class Data:
     lfw_pairs: object
     val_sets: list                  # utils.valsets.ValSet, scored after every epoch besides LFW
     alignment: dict | None          # how the training faces were aligned (written beside the weights)
-    teacher: torch.Tensor | None
+    teacher: torch.Tensor | None    # rows of the annotation's images, then of the unlabelled faces
     pair_teacher: torch.Tensor | None   # the raw teacher for the similarity term (distill_pair_target raw)
     notes: list[str]                # what the user should know about the annotation
+    unlabelled: Annotation | None = None   # faces known to the teacher only (unlabelled_path)
 
 
 def build_data(cfg: dict) -> Data:
@@ -168,14 +171,29 @@ def build_data(cfg: dict) -> Data:
     if cfg["best_set"] != LFW_FOLDER_SET and cfg["best_set"] not in names:
         raise UserError(f"--best_set {cfg['best_set']} is none of the validation sets "
                             f"({', '.join(names) or 'none given'}); give one of them or lfw")
+    unlabelled = read_unlabelled(cfg, annotation)
     teacher = pair_teacher = None
     if cfg["teacher_path"]:
         rows = teacher_rows(cfg["teacher_path"], annotation.paths, path, 128)
-        teacher = teacher_targets(rows)
+        mean = rows.reshape(-1, rows.shape[2]).mean(0)   # the annotation's: unlabelled faces do not move it
+        if unlabelled:
+            rows = torch.cat([rows, teacher_rows(cfg["unlabelled_teacher_path"], unlabelled.paths,
+                                                 cfg["unlabelled_path"], 128)])
+        teacher = teacher_targets(rows, mean=mean)
         if cfg["distill_pair_target"] == "raw":
             pair_teacher = teacher_targets(rows, centre=False)
     return Data(annotation, train_idx, val_idx, train_index, lfw_pairs, val_sets,
-                training_alignment(annotation, cfg["alignment"]), teacher, pair_teacher, notes)
+                training_alignment(annotation, cfg["alignment"]), teacher, pair_teacher, notes, unlabelled)
+
+
+def read_unlabelled(cfg: dict, annotation: Annotation) -> Annotation | None:
+    """The faces of ``unlabelled_path`` (their ids are ignored), or None when it is not set."""
+    if not cfg["unlabelled_path"]:
+        return None
+    if isinstance(annotation, RecordAnnotation):
+        raise UserError(f"--unlabelled_path needs an annotation of image files, not the face pack "
+                        f"{cfg['annotation_path']}")
+    return read_annotation(cfg["unlabelled_path"])
 
 
 def build_model(cfg: dict, num_classes: int, checkpoint: dict | None, verbose: bool) -> FacenetNet:
@@ -230,7 +248,8 @@ def build_optimizer(cfg: dict, model: FacenetNet, schedule: Schedule) -> torch.o
 
 
 def build_criterion(cfg: dict, data: Data) -> Criterion:
-    chance = chance_similarity(data.pair_teacher) if data.pair_teacher is not None else 0.0
+    known = len(data.annotation.paths)   # chance among the annotation's faces, as the centring
+    chance = chance_similarity(data.pair_teacher[:known]) if data.pair_teacher is not None else 0.0
     return Criterion(cfg["margin"], cfg["mining"], cfg["triplet_weight"], cfg["ce_weight"], cfg["classifier_loss"],
                      cfg["cls_scale"], cfg["cls_margin"], data.teacher, cfg["distill_weight"],
                      cfg["distill_pair_weight"], data.pair_teacher, chance, cfg["distill_bank_weight"],
@@ -242,15 +261,22 @@ def build_loaders(cfg: dict, data: Data, rank: int, world: int, device: torch.de
     """(the training batch sampler, its loader, the validation loader or None)."""
     num_batches, per_rank = len(data.train_idx) // cfg["batch_size"], cfg["batch_size"] // world
     strength = cfg["augment_strength"] if cfg["augment"] else 0.0
-    dataset = dataset_for(data.annotation, cfg["input_shape"], cfg["letterbox_image"], strength)
+    annotation, unlabelled = data.annotation, range(0)
+    if data.unlabelled:   # after the annotation's images, with label -1
+        unlabelled = range(len(annotation.paths), len(annotation.paths) + len(data.unlabelled.paths))
+        annotation = Annotation(annotation.paths + data.unlabelled.paths,
+                                np.concatenate([annotation.labels, np.full(len(unlabelled), -1)]))
+    dataset = dataset_for(annotation, cfg["input_shape"], cfg["letterbox_image"], strength)
     if cfg["sampler"] == "pk":
         batches = PKBatchSampler(data.train_index, per_rank, cfg["images_per_person"], num_batches, cfg["seed"],
-                                 rank, world, cfg["free_images"] // world)
+                                 rank, world, cfg["free_images"] // world, unlabelled,
+                                 cfg["unlabelled_images"] // world)
     else:
         batches = TripletBatchSampler(data.train_index, per_rank, num_batches, cfg["seed"], rank, world)
     cuda = device.type == "cuda"
     loader = make_loader(dataset, batches, workers, cuda, cfg["seed"])
-    val_rows = validation_triplets(dataset.index, data.val_idx, data.annotation.labels, cfg["seed"])
+    val_rows = validation_triplets(PersonIndex(data.annotation.labels), data.val_idx, data.annotation.labels,
+                                   cfg["seed"])
     val_loader = make_loader(dataset, ValidationBatchSampler(val_rows, per_rank, rank, world), workers, cuda,
                              cfg["seed"]) if len(val_rows) else None
     return batches, loader, val_loader

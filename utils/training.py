@@ -115,6 +115,7 @@ class Criterion:
     """Total loss = triplet_weight * triplet loss + ce_weight * classifier loss
     + distill_weight * (1 - cos to the teacher) + pair_weight * in-batch similarity mismatch
     + bank_weight * the bank term (utils.distill.bank_loss over the plain views of ``teacher``).
+    Unlabelled faces (label -1, train.py's ``unlabelled_path``) count in the teacher's terms only.
 
     ``classifier_loss`` "softmax" is plain cross-entropy of the logits; "arcface" / "cosface" expect the
     cosines of a cosine classifier and add the margin ``cls_margin`` at scale ``cls_scale``. ``teacher``
@@ -146,16 +147,20 @@ class Criterion:
                  views: torch.Tensor | None = None, mining: str | None = None) -> dict[str, torch.Tensor]:
         mining = self.mining if mining is None else mining
         embeddings, logits = embeddings.float(), logits.float()
+        known, known_logits, known_labels = embeddings, logits, labels
+        if bool((labels < 0).any()):   # unlabelled faces (label -1): only the teacher's terms see them
+            keep = labels >= 0
+            known, known_logits, known_labels = embeddings[keep], logits[keep], labels[keep]
         if mining == "none":
-            triplet = triplet_loss(embeddings, self.margin)
+            triplet = triplet_loss(known, self.margin)
         else:
-            triplet = mined_triplet_loss(embeddings, labels, self.margin, mining)
+            triplet = mined_triplet_loss(known, known_labels, self.margin, mining)
         if self.classifier_loss == "softmax":
-            ce = F.cross_entropy(logits, labels)
+            ce = F.cross_entropy(known_logits, known_labels)
         else:
-            ce = F.cross_entropy(margin_logits(logits, labels, self.classifier_loss, self.cls_scale,
-                                               self.cls_margin), labels)
-        accuracy = (logits.argmax(1) == labels).float().mean()
+            ce = F.cross_entropy(margin_logits(known_logits, known_labels, self.classifier_loss, self.cls_scale,
+                                               self.cls_margin), known_labels)
+        accuracy = (known_logits.argmax(1) == known_labels).float().mean()
         distill = pairs = bank = embeddings.new_zeros(())
         if self.teacher is not None and views is not None:
             target = self.teacher[views // 2, views % 2].to(embeddings.device)
