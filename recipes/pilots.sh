@@ -31,6 +31,9 @@
 #            cls_pilot.txt): s_long blends two faces, t_long joins the upper face of one to the lower face of another.
 #            Rule, fixed before it ran: the better of s and t goes into stage 2 only if it beats l_long by more
 #            than 1 point on sets 6-7.
+#   longer:  l_long and t_long again as 40-epoch continuations (give STAGE2_EPOCHS 40): l_40, t_40, side by side,
+#            long enough for the student to fit its training faces better than unseen people, as the full run
+#            does. Rule, fixed before it ran: t goes into stage 2 only if t_40 beats l_40 by more than 1 point.
 #   full:    the unlabelled group at the shipped recipe's size and lengths (give SIZE 112, EPOCHS 22,
 #            STAGE2_EPOCHS 28): a_full (stage 1, seed 11), then l_full (stage 2) and s_full, t_full (stage 2 with
 #            the unlabelled group's new faces). Rule, fixed before it runs: as for unlabelled, against l_full.
@@ -136,6 +139,13 @@ if [[ " $groups " == *" unlabelled "* ]]; then
             --unlabelled_images 16)
     train_and_score s_long "$stage2" "${from_a[@]}" --unlabelled_path blends/mix.txt &
     train_and_score t_long "$stage2" "${from_a[@]}" --unlabelled_path blends/cut.txt & wait
+fi
+if [[ " $groups " == *" longer "* ]]; then
+    from_a=(--model_path "$out/a_s12/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 12
+            --distill_pair_target raw)
+    train_and_score l_40 "$stage2" "${from_a[@]}" &
+    train_and_score t_40 "$stage2" "${from_a[@]}" --free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz \
+        --unlabelled_images 16 --unlabelled_path blends/cut.txt & wait
 fi
 if [[ " $groups " == *" full "* ]]; then
     train_and_score a_full "$epochs"
