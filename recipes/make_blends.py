@@ -33,7 +33,7 @@ from utils.image import open_rgb
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
 RULES = {"annotation_path": Text(), "output_dir": OutputFolder(), "per_kind": Int(1), "seed": Int(0)}
-KINDS = ("mix", "cut")
+KINDS = {"mix": (0.2, 0.8), "cut": (0.55, 0.68)}   # each kind's range of amount (see blend)
 RAMP = 8  # pixels over which a cut goes from one face to the other
 
 
@@ -68,9 +68,8 @@ def main() -> None:
     sources = ["face,kind,first,second,amount"]
     for kind in KINDS:
         os.makedirs(os.path.join(output_dir, kind), exist_ok=True)
-        low, high = (0.2, 0.8) if kind == "mix" else (0.55, 0.68)
         pairs = draw_pairs(annotation.labels, per_kind, rng)
-        amounts = rng.uniform(low, high, size=per_kind)
+        amounts = rng.uniform(*KINDS[kind], size=per_kind)
         for n, ((i, j), amount) in enumerate(zip(pairs.tolist(), amounts.tolist())):
             first, second = np.asarray(open_rgb(annotation.paths[i])), np.asarray(open_rgb(annotation.paths[j]))
             if first.shape != second.shape:

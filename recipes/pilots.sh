@@ -50,6 +50,9 @@ common=(--annotation_path cls_pilot.txt --optimizer_type sgd --Init_lr 0.1 --wei
         --input_shape "$size,$size,3" --lfw_eval_flag False --teacher_path datasets/teacher_dlib.npz
         --distill_weight 10 --distill_pair_weight 10 --free_images 32)
 
+# 16 of the 32 free images of each batch replaced by new faces (the unlabelled, longer and full groups)
+new_faces=(--free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz --unlabelled_images 16)
+
 train_and_score() {
     local name=$1 length=$2; shift 2
     local dir=$out/$name
@@ -135,24 +138,21 @@ if [[ " $groups " == *" long "* ]]; then
 fi
 if [[ " $groups " == *" unlabelled "* ]]; then
     from_a=(--model_path "$out/a_s12/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 12
-            --distill_pair_target raw --free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz
-            --unlabelled_images 16)
-    train_and_score s_long "$stage2" "${from_a[@]}" --unlabelled_path blends/mix.txt &
-    train_and_score t_long "$stage2" "${from_a[@]}" --unlabelled_path blends/cut.txt & wait
+            --distill_pair_target raw)
+    train_and_score s_long "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/mix.txt &
+    train_and_score t_long "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/cut.txt & wait
 fi
 if [[ " $groups " == *" longer "* ]]; then
     from_a=(--model_path "$out/a_s12/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed 12
             --distill_pair_target raw)
     train_and_score l_40 "$stage2" "${from_a[@]}" &
-    train_and_score t_40 "$stage2" "${from_a[@]}" --free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz \
-        --unlabelled_images 16 --unlabelled_path blends/cut.txt & wait
+    train_and_score t_40 "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/cut.txt & wait
 fi
 if [[ " $groups " == *" full "* ]]; then
     train_and_score a_full "$epochs"
     from_a=(--model_path "$out/a_full/last_epoch_weights.pth" --dropout_keep_prob 1.0 --distill_pair_target raw)
-    blends=(--free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz --unlabelled_images 16)
     train_and_score l_full "$stage2" "${from_a[@]}" &
-    train_and_score s_full "$stage2" "${from_a[@]}" "${blends[@]}" --unlabelled_path blends/mix.txt & wait
-    train_and_score t_full "$stage2" "${from_a[@]}" "${blends[@]}" --unlabelled_path blends/cut.txt
+    train_and_score s_full "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/mix.txt & wait
+    train_and_score t_full "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/cut.txt
 fi
 cat "$out/summary.txt"

@@ -94,11 +94,11 @@ def teacher_rows(path: str, image_paths: list[str], annotation_path: str, embedd
     return torch.from_numpy(embeddings[[row[k] for k in wanted]]).double()
 
 
-def teacher_targets(rows: torch.Tensor, centre: bool = True, mean: torch.Tensor | None = None) -> torch.Tensor:
-    """Training targets from teacher_rows: centred when ``centre`` (on ``mean``, by default their own mean
-    over the images and both views), and normalised; float32."""
+def teacher_targets(rows: torch.Tensor, centre: bool = True, centre_rows: int | None = None) -> torch.Tensor:
+    """Training targets from teacher_rows: centred when ``centre`` (on the mean over both views of the first
+    ``centre_rows`` images, by default of all), and normalised; float32."""
     if centre:
-        rows = rows - (rows.reshape(-1, rows.shape[2]).mean(0) if mean is None else mean)
+        rows = rows - rows[:centre_rows].reshape(-1, rows.shape[2]).mean(0)
     return F.normalize(rows, dim=2).float()
 
 

@@ -175,11 +175,11 @@ def build_data(cfg: dict) -> Data:
     teacher = pair_teacher = None
     if cfg["teacher_path"]:
         rows = teacher_rows(cfg["teacher_path"], annotation.paths, path, 128)
-        mean = rows.reshape(-1, rows.shape[2]).mean(0)   # the annotation's: unlabelled faces do not move it
         if unlabelled:
             rows = torch.cat([rows, teacher_rows(cfg["unlabelled_teacher_path"], unlabelled.paths,
                                                  cfg["unlabelled_path"], 128)])
-        teacher = teacher_targets(rows, mean=mean)
+        # centred on the annotation's mean: unlabelled faces do not move it
+        teacher = teacher_targets(rows, centre_rows=len(annotation.paths))
         if cfg["distill_pair_target"] == "raw":
             pair_teacher = teacher_targets(rows, centre=False)
     return Data(annotation, train_idx, val_idx, train_index, lfw_pairs, val_sets,
