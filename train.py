@@ -127,11 +127,14 @@ def check_settings(cfg: dict, world: int) -> None:
     if cfg["sampler"] == "pk":
         if cfg["mining"] == "none":
             raise UserError("the pk sampler forms no fixed triplets: add --mining semihard or --mining hard")
-        if cfg["batch_size"] % world or not extra < cfg["batch_size"] // world or \
-                (cfg["batch_size"] // world - extra) % cfg["images_per_person"]:
-            raise UserError(f"batch_size {cfg['batch_size']} over {world} process(es) must give per process "
-                                f"free_images {cfg['free_images']} plus unlabelled_images {cfg['unlabelled_images']} "
-                                f"plus a multiple of images_per_person {cfg['images_per_person']}")
+        per_process = [cfg[name] // world for name in ("batch_size", "free_images", "unlabelled_images")]
+        if any(cfg[name] % world for name in ("batch_size", "free_images", "unlabelled_images")) or \
+                not sum(per_process[1:]) < per_process[0] or \
+                (per_process[0] - sum(per_process[1:])) % cfg["images_per_person"]:
+            raise UserError(f"batch_size {cfg['batch_size']}, free_images {cfg['free_images']} and unlabelled_images "
+                            f"{cfg['unlabelled_images']}, split over {world} process(es), must leave each process "
+                            f"a multiple of images_per_person {cfg['images_per_person']} besides its free and "
+                            "unlabelled images")
     elif extra:
         raise UserError(f"{'free_images' if cfg['free_images'] else 'unlabelled_images'} needs --sampler pk")
     given = [bool(cfg[name]) for name in ("unlabelled_path", "unlabelled_teacher_path", "unlabelled_images")]

@@ -199,7 +199,7 @@ def test_resume_from_the_command_line_restores_the_runs_settings(data, tmp_path)
     ({"unlabelled_images": 2}, "unlabelled_images needs --sampler pk"),
     ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "unlabelled_images": 2},
      "need all of --unlabelled_path, --unlabelled_teacher_path"),
-    ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "free_images": 3}, "plus a multiple of"),
+    ({"sampler": "pk", "mining": "hard", "images_per_person": 2, "free_images": 3}, "a multiple of images_per_person"),
     ({"distill_weight": -1.0}, "distill_weight must be at least 0"),
     ({"teacher_path": "none.npz"}, "no such teacher file"),
     ({"precision": "fp64"}, "--precision must be one of auto, fp32, bf16, fp16"),
@@ -214,6 +214,26 @@ def test_bad_inputs_stop_with_one_clear_line(data, monkeypatch, overrides, messa
         train.train(config(Epoch=1, save_dir="unused", lfw_pairs_path=str(data / "pairs.txt"), **overrides))
     assert "\n" not in str(err.value)
     assert not os.path.exists(data / "unused")
+
+
+@pytest.mark.parametrize("world, free, per_person, fits", [
+    (1, 32, 8, True),    # 64 images of 8 people a batch
+    (2, 56, 4, True),    # per process 48: 28 free + 5 people x 4
+    (2, 40, 8, False),   # per process 48: 20 free + 28, not a multiple of 8
+    (2, 31, 4, False),   # 31 free images cannot be split over 2 processes
+])
+def test_the_pk_batch_is_checked_as_each_process_draws_it(world, free, per_person, fits):
+    """build_loaders gives each of ``world`` processes batch_size / world images, free_images / world of
+    them free: the check must split them the same way."""
+    import train
+    from utils.config import UserError
+    cfg = config(sampler="pk", mining="hard", batch_size=96, free_images=free, images_per_person=per_person,
+                 Min_lr=0.001)
+    if fits:
+        train.check_settings(cfg, world)
+    else:
+        with pytest.raises(UserError, match="a multiple of images_per_person"):
+            train.check_settings(cfg, world)
 
 
 def test_missing_lfw_is_reported_before_training_by_the_script(data, tmp_path):
