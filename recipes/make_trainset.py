@@ -3,7 +3,9 @@
 LFW's people.txt splits its 5,749 people into 10 disjoint sets; the official pairs of set k use only
 people of set k. Training on the people of sets 1-7 leaves sets 8-10 as people never seen in training,
 so eval_LFW.py --folds 8,9,10 gives an honest held-out accuracy. The folder is made of symbolic links
-to the aligned images (nothing is copied). Run from the repository root: python -m recipes.make_trainset
+to the aligned images (nothing is copied), and to the sources' align_settings.json when they were all
+aligned the same way, so that train.py records that alignment beside the weights (folders aligned two
+ways are refused). Run from the repository root: python -m recipes.make_trainset
 """
 #------- settings (edit here or override as --name value) -------
 lfw_dir_path = "lfw"                           # aligned LFW (align_dataset.py output)
@@ -13,9 +15,9 @@ extra_dirs = ["aligned/celeba"]                # further aligned folder-per-pers
 output_dir = "datasets"
 #------------------------------------------------------------------
 import os
-import sys
 
-from utils.config import Int, List, OutputFolder, Text, configure, print_settings, settings_of
+from utils.alignment import SETTINGS_FILE, folder_alignment
+from utils.config import Int, List, OutputFolder, Text, configure, fail, print_settings, run_main, settings_of
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
 RULES = {"lfw_dir_path": Text(alias="lfw_dir"), "lfw_people_path": Text(), "lfw_sets": List(Int(1, 10)),
@@ -37,17 +39,34 @@ def read_people_sets(path: str) -> list[list[str]]:
 def link(source: str, destination: str) -> None:
     if os.path.lexists(destination):
         if os.path.realpath(destination) != os.path.realpath(source):
-            sys.exit(f"error: {destination} exists and is not a link to {source}; remove {output_dir} first")
+            fail(f"{destination} exists and is not a link to {source}; remove {output_dir} first")
         return
     os.symlink(os.path.abspath(source), destination)
 
 
+def shared_alignment(folders: list[str]) -> str | None:
+    """The align_settings.json that ``folders`` share (by mode, size and margin), or None when one has none."""
+    found = {folder: folder_alignment(folder) for folder in folders}
+    if any(a is None for a in found.values()):
+        return None
+    kinds = {folder: f"{a.mode} {a.size} px" + (f" margin {a.margin}" if a.mode == "crop" else "")
+             for folder, a in found.items()}
+    if len(set(kinds.values())) > 1:
+        fail(f"{', '.join(folders)} were aligned differently ({', '.join(f'{f}: {k}' for f, k in kinds.items())}); "
+             "align them the same way with align_dataset.py")
+    return os.path.join(folders[0], SETTINGS_FILE)
+
+
 def main() -> None:
     print_settings(settings_of(globals()))
-    for folder in [lfw_dir_path, *extra_dirs]:
+    sources = [lfw_dir_path, *extra_dirs]
+    for folder in sources:
         if not os.path.isdir(folder):
-            sys.exit(f"error: {folder} not found; align the raw images into it with align_dataset.py first")
+            fail(f"{folder} not found; align the raw images into it with align_dataset.py first")
+    record = shared_alignment(sources)
     os.makedirs(output_dir, exist_ok=True)
+    if record:
+        link(record, os.path.join(output_dir, SETTINGS_FILE))
     sets = read_people_sets(lfw_people_path)
     people = [name for k in lfw_sets for name in sets[k - 1]]
     absent = [name for name in people if not os.path.isdir(os.path.join(lfw_dir_path, name))]
@@ -61,9 +80,10 @@ def main() -> None:
                 link(os.path.join(folder, name), os.path.join(output_dir, name))
                 extra += 1
     print(f"{output_dir}: {len(people) - len(absent)} LFW people of sets {lfw_sets} "
-          f"({len(absent)} without any aligned image) + {extra} people from {', '.join(extra_dirs)}")
+          f"({len(absent)} without any aligned image) + {extra} people from {', '.join(extra_dirs)}; "
+          + (f"aligned as {record}" if record else "no alignment record (not all made by align_dataset.py)"))
 
 
 if __name__ == "__main__":
     configure(globals())
-    main()
+    run_main(main)

@@ -34,6 +34,15 @@
 #   longer:  l_long and t_long again as 40-epoch continuations (give STAGE2_EPOCHS 40): l_40, t_40, side by side,
 #            long enough for the student to fit its training faces better than unseen people, as the full run
 #            does. Rule, fixed before it ran: t goes into stage 2 only if t_40 beats l_40 by more than 1 point.
+#   warp:    the crop's a_s12 and l_long, and their seed-13 twins a_s13 and l_long_s13, then the same two stages on
+#            a second alignment: the five-point warp onto ArcFace's template at 112 px (lfw_warp112/,
+#            cls_pilot_warp112.txt, its teacher file copied from the crop's by --same_photos_path; steps in
+#            docs/model_card.md), where the face fills the input instead of the centre 60% of a crop with margin.
+#            Give STAGE2_EPOCHS 12. a_warp_s12, l_warp_s12 and their seed-13 twins; one seed on each core.
+#            Rule, fixed before it ran: the warp replaces the crop in the shipped recipe only if l_warp's mean
+#            over seeds 12 and 13 beats l_long's by more than 1 point on sets 6-7 (each scored on its own alignment).
+#   warp_stage1: a_s12 and a_warp_s12 alone, side by side, to see whether the warp's lead after stage 1 holds at
+#            another input size (give SIZE 112); a check of the warp group's choice, not a choice.
 #   full:    the unlabelled group at the shipped recipe's size and lengths (give SIZE 112, EPOCHS 22,
 #            STAGE2_EPOCHS 28): a_full (stage 1, seed 11), then l_full (stage 2) and s_full, t_full (stage 2 with
 #            the unlabelled group's new faces). Rule, fixed before it runs: as for unlabelled, against l_full.
@@ -43,6 +52,7 @@ epochs=${2:-5}
 stage2=${3:-3}
 groups=${4:-stage2 losses geometry}
 out=logs/pilots_${size}
+lfw_dir=lfw   # the aligned LFW each run is scored on (the warp group sets its own)
 python -m recipes.hold_out_sets --held_out_sets 6,7 --output_path cls_pilot.txt
 
 common=(--annotation_path cls_pilot.txt --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk
@@ -52,6 +62,8 @@ common=(--annotation_path cls_pilot.txt --optimizer_type sgd --Init_lr 0.1 --wei
 
 # 16 of the 32 free images of each batch replaced by new faces (the unlabelled, longer and full groups)
 new_faces=(--free_images 16 --unlabelled_teacher_path blends/teacher_dlib.npz --unlabelled_images 16)
+# the same photos as five-point warps at 112 px (the warp groups; scored on lfw_warp112)
+warp=(--annotation_path cls_pilot_warp112.txt --teacher_path datasets_warp112/teacher_dlib.npz)
 
 train_and_score() {
     local name=$1 length=$2; shift 2
@@ -60,10 +72,10 @@ train_and_score() {
     OMP_NUM_THREADS=1 python train.py "${common[@]}" --Epoch "$length" --save_period "$length" "$@" \
         --save_dir "$dir" > "$dir.log" 2>&1
     OMP_NUM_THREADS=1 python eval_LFW.py --model_path "$dir/last_epoch_weights.pth" --input_shape "$size,$size,3" \
-        --folds 6,7 --num_workers 0 --json_save_path "$dir/sets_6_7.json" --png_save_path "$dir/roc.png" \
+        --lfw_dir_path "$lfw_dir" --folds 6,7 --num_workers 0 --json_save_path "$dir/sets_6_7.json" --png_save_path "$dir/roc.png" \
         > "$dir.eval.log" 2>&1
     OMP_NUM_THREADS=1 python -m recipes.eval_identification --model_path "$dir/last_epoch_weights.pth" \
-        --input_shape "$size,$size,3" --lfw_sets 6,7 --num_workers 0 --small_galleries "" \
+        --input_shape "$size,$size,3" --lfw_dir_path "$lfw_dir" --lfw_sets 6,7 --num_workers 0 --small_galleries "" \
         --json_save_path "$dir/identification_6_7.json" > "$dir.ident.log" 2>&1
     local ident
     ident=$(grep -A3 -m1 '^One image per person' "$dir.ident.log" | grep -E 'rank-1|chosen threshold' | tr -s ' ')
@@ -154,5 +166,22 @@ if [[ " $groups " == *" full "* ]]; then
     train_and_score l_full "$stage2" "${from_a[@]}" &
     train_and_score s_full "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/mix.txt & wait
     train_and_score t_full "$stage2" "${from_a[@]}" "${new_faces[@]}" --unlabelled_path blends/cut.txt
+fi
+if [[ " $groups " == *" warp "* ]]; then
+    crop_then_warp() {   # one seed on one core: the crop's stage 1 and l_long, then the warp's
+        local seed=$1 crop_name=$2
+        train_and_score "a_s$seed" "$epochs" --seed "$seed"
+        train_and_score "$crop_name" "$stage2" --model_path "$out/a_s$seed/last_epoch_weights.pth" \
+            --dropout_keep_prob 1.0 --seed "$seed" --distill_pair_target raw
+        lfw_dir=lfw_warp112   # this function runs in its own subshell: the other seed's runs keep theirs
+        train_and_score "a_warp_s$seed" "$epochs" "${warp[@]}" --seed "$seed"
+        train_and_score "l_warp_s$seed" "$stage2" "${warp[@]}" --model_path "$out/a_warp_s$seed/last_epoch_weights.pth" \
+            --dropout_keep_prob 1.0 --seed "$seed" --distill_pair_target raw
+    }
+    crop_then_warp 12 l_long & crop_then_warp 13 l_long_s13 & wait
+fi
+if [[ " $groups " == *" warp_stage1 "* ]]; then
+    train_and_score a_s12 "$epochs" --seed 12 &
+    (lfw_dir=lfw_warp112; train_and_score a_warp_s12 "$epochs" "${warp[@]}" --seed 12) & wait
 fi
 cat "$out/summary.txt"

@@ -9,6 +9,11 @@ student trains on (align_dataset.py, crop mode): the face box of such a crop is 
 margin, which is where dlib looks for the landmarks. The mirror's descriptor is that of the mirrored
 chip. Output: utils/distill.py's teacher file; images that cannot be read are listed in it and printed.
 Partial results are saved every `save_every` images, so an interrupted run resumes where it stopped.
+
+The teacher finds its own landmarks and chip in every crop, so its descriptor belongs to the photo, not to
+the crop (1 - cos 0.018 between views, recipes/teacher_views.py): for the same photos aligned another way
+(align_dataset.py --mode warp) ``--same_photos_path datasets/teacher_dlib.npz`` copies the descriptors of
+each image with the same person folder and file name instead of describing them again.
 """
 #------- settings (edit here or override as --name value) -------
 annotation_path = "cls_train.txt"   # the training annotation (txt_annotation.py)
@@ -17,6 +22,8 @@ models_dir = ""                     # folder with the two dlib .dat files; "" = 
 margin_ratio = 0.2                  # margin / image_size of the aligned crops (32 / 160 by default)
 num_workers = 2                     # processes (dlib runs one thread each)
 save_every = 1024                   # images between saved partial results
+same_photos_path = ""               # a teacher file of the same photos aligned another way: copy its descriptors
+                                    # (matched by person folder and file name) instead of running dlib
 #------------------------------------------------------------------
 import os
 import sys
@@ -31,7 +38,8 @@ from utils.image import ImageError, open_rgb
 
 # What each setting above accepts, checked by utils.config before any work and listed by --help.
 RULES = {"annotation_path": Text(), "output_path": OutputFile(".npz"), "models_dir": Text(),
-         "margin_ratio": Number(0, 1, below=True), "num_workers": Int(1), "save_every": Int(1)}
+         "margin_ratio": Number(0, 1, below=True), "num_workers": Int(1), "save_every": Int(1),
+         "same_photos_path": Text()}
 
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARK_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -113,14 +121,36 @@ def describe_paths(paths: list[str], models_dir: str = "", margin_ratio: float =
     return plain / np.linalg.norm(plain, axis=1, keepdims=True)
 
 
+def photo_of(key: str) -> str:
+    """``person/file`` of a teacher key: what two alignments of one photo have in common."""
+    return "/".join(key.split("/")[-2:])
+
+
+def copy_same_photos(keys: list[str]) -> None:
+    """Write output_path from same_photos_path's descriptors of the photos behind ``keys``."""
+    try:
+        old_keys, old, _ = read_teacher(same_photos_path)
+    except TeacherError as err:
+        fail(err)
+    row = {photo_of(k): i for i, k in enumerate(old_keys)}
+    absent = [k for k in keys if photo_of(k) not in row]
+    if absent:
+        fail(f"{same_photos_path}: no descriptor of {len(absent)} of {len(keys)} photos of {annotation_path} "
+             f"(first: {absent[0]}); describe them without --same_photos_path")
+    save_teacher(output_path, keys, old[[row[photo_of(k)] for k in keys]], [])
+    print(f"{output_path}: descriptors of {len(keys)} images and their mirrors, copied from {same_photos_path}")
+
+
 def main() -> None:
     print_settings(settings_of(globals()))
     try:
         annotation = read_annotation(annotation_path)
     except AnnotationError as err:
         fail(err)
-    folder = find_models(models_dir)
     keys = [teacher_key(p, annotation_path) for p in annotation.paths]
+    if same_photos_path:
+        return copy_same_photos(keys)
+    folder = find_models(models_dir)
     partial = output_path + ".partial.npz"
     done: dict[str, np.ndarray] = {}
     missing: list[str] = []
