@@ -45,15 +45,14 @@ def link(source: str, destination: str) -> None:
 
 
 def shared_alignment(folders: list[str]) -> str | None:
-    """The align_settings.json that ``folders`` share (by mode, size and margin), or None when one has none."""
+    """The align_settings.json that ``folders`` share, or None when one has none."""
     found = {folder: folder_alignment(folder) for folder in folders}
-    if any(a is None for a in found.values()):
+    if None in found.values():
         return None
-    kinds = {folder: f"{a.mode} {a.size} px" + (f" margin {a.margin}" if a.mode == "crop" else "")
-             for folder, a in found.items()}
-    if len(set(kinds.values())) > 1:
-        fail(f"{', '.join(folders)} were aligned differently ({', '.join(f'{f}: {k}' for f, k in kinds.items())}); "
-             "align them the same way with align_dataset.py")
+    if len(set(found.values())) > 1:
+        fail(f"{', '.join(folders)} were aligned differently "
+             f"({'; '.join(f'{f}: {a.describe()}' for f, a in found.items())}); align them the same way with "
+             "align_dataset.py")
     return os.path.join(folders[0], SETTINGS_FILE)
 
 

@@ -37,7 +37,7 @@
 #   warp:    the crop's a_s12 and l_long, and their seed-13 twins a_s13 and l_long_s13, then the same two stages on
 #            a second alignment: the five-point warp onto ArcFace's template at 112 px (lfw_warp112/,
 #            cls_pilot_warp112.txt, its teacher file copied from the crop's by --same_photos_path; steps in
-#            docs/model_card.md), where the face fills the input instead of the centre 60% of a crop with margin.
+#            docs/model_card.md), where eyes, nose and mouth land on the same pixels in every image.
 #            Give STAGE2_EPOCHS 12. a_warp_s12, l_warp_s12 and their seed-13 twins; one seed on each core.
 #            Rule, fixed before it ran: the warp replaces the crop in the shipped recipe only if l_warp's mean
 #            over seeds 12 and 13 beats l_long's by more than 1 point on sets 6-7 (each scored on its own alignment).
@@ -52,7 +52,7 @@ epochs=${2:-5}
 stage2=${3:-3}
 groups=${4:-stage2 losses geometry}
 out=logs/pilots_${size}
-lfw_dir=lfw   # the aligned LFW each run is scored on (the warp group sets its own)
+lfw_dir=lfw   # the aligned LFW each run is scored on (the warp groups set their own)
 python -m recipes.hold_out_sets --held_out_sets 6,7 --output_path cls_pilot.txt
 
 common=(--annotation_path cls_pilot.txt --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk
@@ -72,8 +72,8 @@ train_and_score() {
     OMP_NUM_THREADS=1 python train.py "${common[@]}" --Epoch "$length" --save_period "$length" "$@" \
         --save_dir "$dir" > "$dir.log" 2>&1
     OMP_NUM_THREADS=1 python eval_LFW.py --model_path "$dir/last_epoch_weights.pth" --input_shape "$size,$size,3" \
-        --lfw_dir_path "$lfw_dir" --folds 6,7 --num_workers 0 --json_save_path "$dir/sets_6_7.json" --png_save_path "$dir/roc.png" \
-        > "$dir.eval.log" 2>&1
+        --lfw_dir_path "$lfw_dir" --folds 6,7 --num_workers 0 --json_save_path "$dir/sets_6_7.json" \
+        --png_save_path "$dir/roc.png" > "$dir.eval.log" 2>&1
     OMP_NUM_THREADS=1 python -m recipes.eval_identification --model_path "$dir/last_epoch_weights.pth" \
         --input_shape "$size,$size,3" --lfw_dir_path "$lfw_dir" --lfw_sets 6,7 --num_workers 0 --small_galleries "" \
         --json_save_path "$dir/identification_6_7.json" > "$dir.ident.log" 2>&1
@@ -175,8 +175,8 @@ if [[ " $groups " == *" warp "* ]]; then
             --dropout_keep_prob 1.0 --seed "$seed" --distill_pair_target raw
         lfw_dir=lfw_warp112   # this function runs in its own subshell: the other seed's runs keep theirs
         train_and_score "a_warp_s$seed" "$epochs" "${warp[@]}" --seed "$seed"
-        train_and_score "l_warp_s$seed" "$stage2" "${warp[@]}" --model_path "$out/a_warp_s$seed/last_epoch_weights.pth" \
-            --dropout_keep_prob 1.0 --seed "$seed" --distill_pair_target raw
+        train_and_score "l_warp_s$seed" "$stage2" "${warp[@]}" \
+            --model_path "$out/a_warp_s$seed/last_epoch_weights.pth" --dropout_keep_prob 1.0 --seed "$seed" --distill_pair_target raw
     }
     crop_then_warp 12 l_long & crop_then_warp 13 l_long_s13 & wait
 fi

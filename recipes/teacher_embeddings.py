@@ -149,7 +149,8 @@ def main() -> None:
         fail(err)
     keys = [teacher_key(p, annotation_path) for p in annotation.paths]
     if same_photos_path:
-        return copy_same_photos(keys)
+        copy_same_photos(keys)
+        return
     folder = find_models(models_dir)
     partial = output_path + ".partial.npz"
     done: dict[str, np.ndarray] = {}

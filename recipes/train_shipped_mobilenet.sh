@@ -50,8 +50,8 @@ fi
 #    semi-hard mining, light augmentation, 112x112 input, 22 epochs of cosine schedule; triplet loss +
 #    cross-entropy + distillation towards the teacher (10 x (1 - cos) + 10 x in-batch similarity mismatch).
 #    The margin softmax is not used: it lost in the ablation (recipes/ablation.sh).
-python train.py --annotation_path "$annotation" --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk --images_per_person 4 \
-    --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 22 --tail_ratio 0.05 \
+python train.py --annotation_path "$annotation" --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 \
+    --sampler pk --images_per_person 4 --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 22 --tail_ratio 0.05 \
     --num_workers 1 --input_shape 112,112,3 --teacher_path "$teacher" --distill_weight 10 \
     --distill_pair_weight 10 --lfw_folds 8,9,10 --lfw_dir_path "$lfw" --save_dir "$logs"
 
@@ -61,8 +61,8 @@ python train.py --annotation_path "$annotation" --optimizer_type sgd --Init_lr 0
 #    LFW sets 8-10 are scored after every epoch for the learning curve only: the shipped weights are the
 #    last epoch's, not the best.
 python train.py --model_path "$logs/last_epoch_weights.pth" --annotation_path "$annotation" \
-    --dropout_keep_prob 1.0 --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk --images_per_person 4 \
-    --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 28 --tail_ratio 0.05 \
+    --dropout_keep_prob 1.0 --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk \
+    --images_per_person 4 --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 28 --tail_ratio 0.05 \
     --num_workers 1 --input_shape 112,112,3 --teacher_path "$teacher" --distill_weight 10 \
     --distill_pair_weight 10 --distill_pair_target raw --lfw_folds 8,9,10 --lfw_dir_path "$lfw" \
     --save_dir "${logs}_stage2"
@@ -73,7 +73,7 @@ python train.py --model_path "$logs/last_epoch_weights.pth" --annotation_path "$
 #    in training.
 cp "${logs}_stage2/last_epoch_weights.pth" model_data/facenet_mobilenet.pth
 cp "${logs}_stage2/last_epoch_weights.json" model_data/facenet_mobilenet.json
-python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --lfw_dir_path "$lfw" --folds 8,9,10 --save_threshold True \
-    --json_save_path model_data/lfw_eval_heldout.json --png_save_path model_data/roc_heldout.png
+python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --lfw_dir_path "$lfw" --folds 8,9,10 \
+    --save_threshold True --json_save_path model_data/lfw_eval_heldout.json --png_save_path model_data/roc_heldout.png
 python eval_LFW.py --model_path model_data/facenet_mobilenet.pth --lfw_dir_path "$lfw" \
     --json_save_path model_data/lfw_eval_all_folds.json --png_save_path model_data/roc_all_folds.png
