@@ -240,10 +240,7 @@ class Facenet:
     def choose(self, rgb: Image.Image, found: Detections, name: str = "image") -> Image.Image:
         """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``, as ``align`` says
         (``utils.alignment.choose_face``), marked as prepared."""
-        face, unwarped = choose_face(rgb, found, self.align, self.alignment, name)
-        if unwarped:
-            self.say(f"warning: {name} looks like a face crop, but {self.weights} was trained on "
-                     f"{self.alignment.describe()} faces; it is used as it is (--align True warps it)")
+        face = choose_face(rgb, found, self.align, self.alignment, name)
         face.info[ALIGNED_KEY] = True
         return face
 

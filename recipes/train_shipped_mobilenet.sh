@@ -12,7 +12,7 @@ raw_lfw=${1:?raw LFW folder}
 raw_celeba=${2:?raw CelebA folder}
 alignment=${3:-crop}
 [[ $alignment == crop || $alignment == warp ]] || { echo "error: ALIGNMENT must be crop or warp, not $alignment" >&2; exit 2; }
-annotation=cls_train.txt teacher=datasets/teacher_dlib.npz lfw=lfw logs=logs/mobilenet_112
+annotation=cls_train.txt teacher=datasets/teacher_dlib.npz lfw=lfw logs=logs/mobilenet_112 workers=1
 
 # 1. Align both datasets the same way (MTCNN, crop mode, 160x160, margin 32). LFW gets a centre crop for
 #    its single photo without a detected face, so that every evaluation pair has its images.
@@ -30,10 +30,12 @@ python txt_annotation.py --datasets_path datasets
 python -m recipes.teacher_embeddings --annotation_path cls_train.txt --output_path datasets/teacher_dlib.npz
 
 # 3b. warp only: the same photos warped onto ArcFace's five-point template at 112 px, the same people in the
-#    training folder, and the teacher's descriptors copied from step 3's by person and file name.
+#    training folder, and the teacher's descriptors copied from step 3's by person and file name. The warps
+#    are already 112 px, so decoding them takes so little that it stays in the main process (--num_workers
+#    0) and both cores run the network.
 if [[ $alignment == warp ]]; then
     annotation=cls_train_warp112.txt teacher=datasets_warp112/teacher_dlib.npz lfw=lfw_warp112
-    logs=logs/mobilenet_warp112
+    logs=logs/mobilenet_warp112 workers=0
     python align_dataset.py --input_dir "$raw_lfw" --output_dir lfw_warp112 --mode warp --image_size 112 \
         --no_face centre
     python align_dataset.py --input_dir "$raw_celeba" --output_dir aligned/celeba_warp112 --mode warp \
@@ -52,7 +54,7 @@ fi
 #    The margin softmax is not used: it lost in the ablation (recipes/ablation.sh).
 python train.py --annotation_path "$annotation" --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 \
     --sampler pk --images_per_person 4 --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 22 --tail_ratio 0.05 \
-    --num_workers 1 --input_shape 112,112,3 --teacher_path "$teacher" --distill_weight 10 \
+    --num_workers "$workers" --input_shape 112,112,3 --teacher_path "$teacher" --distill_weight 10 \
     --distill_pair_weight 10 --lfw_folds 8,9,10 --lfw_dir_path "$lfw" --save_dir "$logs"
 
 # 4b. Stage 2: a new run from stage 1's last weights, without the head's dropout, for 28 more epochs of a
@@ -63,7 +65,7 @@ python train.py --annotation_path "$annotation" --optimizer_type sgd --Init_lr 0
 python train.py --model_path "$logs/last_epoch_weights.pth" --annotation_path "$annotation" \
     --dropout_keep_prob 1.0 --optimizer_type sgd --Init_lr 0.1 --weight_decay 5e-4 --sampler pk \
     --images_per_person 4 --free_images 32 --mining semihard --augment True --batch_size 96 --Epoch 28 --tail_ratio 0.05 \
-    --num_workers 1 --input_shape 112,112,3 --teacher_path "$teacher" --distill_weight 10 \
+    --num_workers "$workers" --input_shape 112,112,3 --teacher_path "$teacher" --distill_weight 10 \
     --distill_pair_weight 10 --distill_pair_target raw --lfw_folds 8,9,10 --lfw_dir_path "$lfw" \
     --save_dir "${logs}_stage2"
 

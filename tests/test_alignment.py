@@ -69,7 +69,7 @@ def test_warped_landmarks_are_recognised():
     assert not is_warped(on_template + 20, (224, 224)) and not is_warped(on_template, (224, 200))
 
 
-def test_warp_trained_weights_warp_raw_photos_and_warn_on_crops(tmp_path):
+def test_warp_trained_weights_warp_raw_photos_and_crops_but_keep_warps(tmp_path):
     from facenet import Facenet
     weights = tmp_path / "warp.pth"
     shutil.copy(SHIPPED, weights)
@@ -81,11 +81,7 @@ def test_warp_trained_weights_warp_raw_photos_and_warn_on_crops(tmp_path):
     raw = model.face(os.path.join(FIXTURES, "mtcnn", "Colin_Powell_0047.jpg"))
     assert raw.size == (112, 112)
     crop = os.path.join(FIXTURES, "lfw", "images", "Aaron_Sorkin", "Aaron_Sorkin_0001.jpg")
-    with pytest.warns(UserWarning, match="looks like a face crop, but .* was trained on mtcnn five-point warp"):
-        assert model.face(crop).size == (160, 160)
-    import warnings
+    assert model.face(crop).size == (112, 112)  # a crop is not what warp weights want: warped too
     from PIL import Image
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a warp of the right kind gives no warning
-        again = model.face(Image.fromarray(np.asarray(raw)))
-    assert again.size == (112, 112)
+    again = Image.fromarray(np.asarray(raw))
+    assert np.array_equal(np.asarray(model.face(again)), np.asarray(raw))  # a warp is used as it is

@@ -143,10 +143,10 @@ def is_face_crop(boxes: np.ndarray, index: int, size: tuple[int, int]) -> bool:
 
 
 def choose_face(rgb: Image.Image, found: Detections, align: str | bool, alignment: Alignment,
-                name: str = "image") -> tuple[Image.Image, bool]:
+                name: str = "image") -> Image.Image:
     """The picture to embed for the decoded photo ``rgb`` whose faces are ``found``: with ``align`` "auto"
-    the photo itself when it is a face crop like align_dataset.py's, else its main face aligned as
-    ``alignment`` says. Also whether it is a crop kept as it is that is not the warp the weights want.
+    the photo itself when it already is a face aligned as ``alignment`` says (a crop like align_dataset.py's
+    for crop weights, a face on the five-point template for warp weights), else its main face aligned so.
     ImageError (one line naming ``name``) when no face is found."""
     from utils.detect import align_face, main_face
 
@@ -155,6 +155,9 @@ def choose_face(rgb: Image.Image, found: Detections, align: str | bool, alignmen
         hint = "or give a face crop with --align False" if align == "auto" else \
             "or, for an already cropped face, --align False"
         raise ImageError(f"{name}: no face found; use a photo with a clearly visible face, {hint}")
-    if align == "auto" and is_face_crop(found.boxes, index, rgb.size):
-        return rgb, alignment.mode == "warp" and not is_warped(found.landmarks[index], rgb.size)
-    return align_face(rgb, found, alignment.mode, alignment.size, alignment.margin, index=index), False
+    if align == "auto":
+        aligned = is_warped(found.landmarks[index], rgb.size) if alignment.mode == "warp" else \
+            is_face_crop(found.boxes, index, rgb.size)
+        if aligned:
+            return rgb
+    return align_face(rgb, found, alignment.mode, alignment.size, alignment.margin, index=index)
