@@ -2,15 +2,16 @@
 # Rebuilds model_data/facenet_mobilenet.pth and its JSON from raw LFW and the CelebA subset, as shipped.
 # Usage: bash recipes/train_shipped_mobilenet.sh RAW_LFW_DIR RAW_CELEBA_DIR [ALIGNMENT]   (from the repository root)
 # RAW_LFW_DIR holds LFW's <name>/<name>_NNNN.jpg (deep-funneled); RAW_CELEBA_DIR one folder per person.
-# ALIGNMENT crop (the default) rebuilds the shipped file. warp trains and scores on five-point warps at
-# 112 px instead, with the crop's teacher descriptors of the same photos (step 3b): recipes/pilots.sh's warp
-# group chose it on LFW sets 6-7 (docs/model_card.md); it has not been run at this size yet.
+# ALIGNMENT warp (the default) rebuilds the shipped file: it trains and scores on five-point warps at 112 px,
+# with the crop's teacher descriptors of the same photos (step 3b), as recipes/pilots.sh's warp group chose on
+# LFW sets 6-7 (docs/model_card.md). crop rebuilds the previous file, trained on the crops themselves.
 # Needs the teacher for step 3 only: pip install dlib-bin face_recognition_models==0.3.0
-# Measured on a 2-core CPU (no GPU): alignment ~4 min, teacher ~15 min, training ~60 + ~90 min, evaluation ~1 min.
+# Measured on a 2-core CPU (no GPU), warp: alignment ~10 min, teacher ~20 min, training ~47 + ~57 min, evaluation ~1 min
+# (crop: training ~60 + ~90 min).
 set -euo pipefail
 raw_lfw=${1:?raw LFW folder}
 raw_celeba=${2:?raw CelebA folder}
-alignment=${3:-crop}
+alignment=${3:-warp}
 [[ $alignment == crop || $alignment == warp ]] || { echo "error: ALIGNMENT must be crop or warp, not $alignment" >&2; exit 2; }
 annotation=cls_train.txt teacher=datasets/teacher_dlib.npz lfw=lfw logs=logs/mobilenet_112 workers=1
 

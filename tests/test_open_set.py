@@ -149,12 +149,13 @@ def test_the_choice_says_where_the_threshold_came_from(table):
 
 
 def test_real_embeddings_strangers_stay_unnamed():
-    """The shipped weights on the fixture faces: a table from the LFW fixture people names none of them
-    against a gallery of the CelebA fixture people, and the gallery's people are still found."""
+    """The shipped weights on the fixture faces (aligned as predict.py aligns them, by the weights' JSON): a
+    table from the LFW fixture people names none of them against a gallery of the CelebA fixture people, and
+    the gallery's people are still found."""
     import torch
     from facenet import Facenet
     torch.set_num_threads(1)
-    model = Facenet(model_path=os.path.join(ROOT, "model_data", "facenet_mobilenet.pth"), cuda=False, align=False)
+    model = Facenet(model_path=os.path.join(ROOT, "model_data", "facenet_mobilenet.pth"), cuda=False)
     lfw = os.path.join(FIXTURES, "lfw", "images")
     lfw_paths = [os.path.join(lfw, p, f) for p in sorted(os.listdir(lfw))
                  for f in sorted(os.listdir(os.path.join(lfw, p)))]
