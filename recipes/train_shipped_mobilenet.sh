@@ -6,8 +6,8 @@
 # with the crop's teacher descriptors of the same photos (step 3b), as recipes/pilots.sh's warp group chose on
 # LFW sets 6-7 (docs/model_card.md). crop rebuilds the previous file, trained on the crops themselves.
 # Needs the teacher for step 3 only: pip install dlib-bin face_recognition_models==0.3.0
-# Measured on a 2-core CPU (no GPU), warp: alignment ~10 min, teacher ~20 min, training ~47 + ~57 min, evaluation ~1 min
-# (crop: training ~60 + ~90 min).
+# Measured on a 2-core CPU (no GPU), warp: alignment ~10 min, teacher ~20 min, training ~47 + ~57 min,
+# evaluation ~1 min (crop: training ~60 + ~90 min).
 set -euo pipefail
 raw_lfw=${1:?raw LFW folder}
 raw_celeba=${2:?raw CelebA folder}
