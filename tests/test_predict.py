@@ -391,7 +391,7 @@ def shipped_copy(directory, impostors: dict) -> str:
     shutil.copy(os.path.join(ROOT, "model_data", "facenet_mobilenet.pth"), path)
     with open(os.path.join(ROOT, "model_data", "facenet_mobilenet.json")) as handle:
         info = {key: value for key, value in json.load(handle).items()
-                if key in ("backbone", "input_shape", "threshold")}
+                if key in ("backbone", "input_shape", "threshold", "alignment")}
     with open(os.path.join(directory, "shipped_copy.json"), "w") as handle:
         json.dump({**info, open_set.TABLE_KEY: impostors}, handle)
     return path
