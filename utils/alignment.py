@@ -155,9 +155,7 @@ def choose_face(rgb: Image.Image, found: Detections, align: str | bool, alignmen
         hint = "or give a face crop with --align False" if align == "auto" else \
             "or, for an already cropped face, --align False"
         raise ImageError(f"{name}: no face found; use a photo with a clearly visible face, {hint}")
-    if align == "auto":
-        aligned = is_warped(found.landmarks[index], rgb.size) if alignment.mode == "warp" else \
-            is_face_crop(found.boxes, index, rgb.size)
-        if aligned:
-            return rgb
+    if align == "auto" and (is_warped(found.landmarks[index], rgb.size) if alignment.mode == "warp" else
+                            is_face_crop(found.boxes, index, rgb.size)):
+        return rgb
     return align_face(rgb, found, alignment.mode, alignment.size, alignment.margin, index=index)
